@@ -1,0 +1,263 @@
+"""The Group actor: one resource group and its state machine (SPEC §4).
+
+`tell(level)` stops, gracefully, every process the new level does not
+want (not in the level, deleted from cltab, or with a changed mode or
+command), forgets them, then walks the level's entries in cltab order:
+new or changed entries start, `wait` and `test` entries block the walk
+until they finish, entries that already ran unchanged are skipped.
+Every transition goes to the listener as `("group", name, level, state)`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+import pykka
+
+from . import reaper
+from .cltab import load_cltab
+from .fsm import ANY, Machine, row, to_dot
+from .process import Process, ProcessState, Timings
+
+__all__ = ["Group", "GroupState", "TABLE", "dot"]
+
+log = logging.getLogger("clinit.group")
+
+
+class GroupState(enum.Enum):
+    CONFIGURED = "CONFIGURED"
+    STARTING = "STARTING"
+    CHECKING = "CHECKING"
+    DONE = "DONE"
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    STOPPING = "STOPPING"
+    DUMPING = "DUMPING"
+    HALTING = "HALTING"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+G = GroupState
+P = ProcessState
+
+TABLE = (
+    row(ANY, "tell", G.STOPPING, action="stop_unwanted", note="stop what the new level does not want"),
+    row(G.STOPPING, "stopped", G.DUMPING, action="dump", note="all of it is stopped"),
+    row(G.DUMPING, "dumped", G.STARTING, action="walk"),
+    row(G.STARTING, "walked", G.CHECKING, action="check"),
+    row(G.CHECKING, "failed", G.FAILED, note="a test failed, or a process faulted"),
+    row(G.CHECKING, "passed", G.PASSED, note="every entry is a test and all passed"),
+    row(G.CHECKING, "done", G.DONE),
+    row(ANY, "halt", G.HALTING, action="stop_all"),
+    row(G.HALTING, "stopped", G.CONFIGURED, action="dump"),
+)
+
+# a blocking entry's process has finished when it reports one of these
+_FINISHED = frozenset({P.DONE, P.PASS, P.FAIL, P.CONFIGURED})
+_BLOCKING_MODES = ("wait", "test")
+
+
+def dot() -> str:
+    """The group machine as Graphviz DOT."""
+    return to_dot("group", TABLE, GroupState)
+
+
+class _Member:
+    """What the group knows of one of its processes."""
+
+    __slots__ = ("entry", "ref", "state", "rc")
+
+    def __init__(self, entry, ref):
+        self.entry = entry
+        self.ref = ref
+        self.state = P.CONFIGURED
+        self.rc = None
+
+
+class Group(pykka.ThreadingActor):
+    """One resource group.  `Group.start(name, cltab_path)` returns an ActorRef."""
+
+    def __init__(self, name: str, cltab_path: str | None = None,
+                 listener: pykka.ActorRef | None = None, settings: dict | None = None):
+        super().__init__()
+        reaper.ensure()
+        self.name = name
+        self.cltab_path = cltab_path
+        self.listener = listener
+        self.settings = dict(settings or {})
+        self.machine = Machine(self, TABLE, G.CONFIGURED)
+        self.level: str | None = None  # the level the status line shows
+        self._target: str | None = None  # the level being told
+        self._cltab = None
+        self._members: dict[str, _Member] = {}  # tag -> member
+        self._by_urn: dict[str, _Member] = {}
+        self._stopping: dict[str, int] = {}  # urn -> token of the stop we wait for
+        self._token = 0
+        self._walk: list = []  # entries still to walk
+        self._blocked: tuple[str, bool] | None = None  # (urn, seen it start) of a wait/test
+        self._faults: list[str] = []
+
+    # -- public API (through a proxy) ----------------------------------
+
+    def tell(self, level: str, cltab=None) -> str:
+        """Switch the group to `level`; re-reads cltab_path unless given a table."""
+        if cltab is None:
+            cltab = load_cltab(self.cltab_path)
+        self._cltab = cltab
+        self._target = level
+        self._walk = []
+        self._blocked = None
+        self._faults = []
+        self.machine.fire("tell")
+        return "level transition started"
+
+    def halt(self) -> str:
+        self._target = None
+        self._walk = []
+        self._blocked = None
+        self.machine.fire("halt")
+        return "group halting"
+
+    def state(self) -> GroupState:
+        return self.machine.state
+
+    def transitions(self) -> list:
+        return list(self.machine.log)
+
+    def processes(self) -> dict:
+        """tag -> (ProcessState, last exit code) of every process the group holds."""
+        return {tag: (m.state, m.rc) for tag, m in self._members.items()}
+
+    # -- messages --------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        kind = message[0]
+        if kind == "process":
+            _, urn, _tag, state, rc = message
+            member = self._by_urn.get(urn)
+            if member is not None:
+                member.state, member.rc = state, rc
+                self._on_progress(urn, state)
+        elif kind == "stopped":
+            _, urn, token = message
+            if self._stopping.get(urn) == token:
+                del self._stopping[urn]
+                if not self._stopping:
+                    self.machine.fire("stopped")
+        elif kind == "fault":
+            _, urn, tag, text = message
+            if urn in self._by_urn:
+                self._faults.append(f"{tag}: {text}")
+        elif kind == "tell":
+            self.tell(*message[1:])
+        elif kind == "halt":
+            self.halt()
+        else:
+            log.warning("group %s: unknown message %r", self.name, message)
+
+    def on_transition(self, old, event, new) -> None:
+        if self.listener is not None:
+            try:
+                self.listener.tell(("group", self.name, self.level, new))
+            except pykka.ActorDeadError:
+                self.listener = None
+
+    def on_failure(self, exc_type, exc_value, tb) -> None:
+        log.error("group %s failed in state %s: %r; halting its processes",
+                  self.name, self.machine.state, exc_value)
+        self._faults.append(f"group: {exc_type.__name__}: {exc_value}")
+        self.halt()
+
+    def on_stop(self) -> None:
+        for member in list(self._members.values()):
+            member.ref.stop()
+
+    # -- actions ---------------------------------------------------------
+
+    def _stop_member(self, member: _Member) -> None:
+        self._token += 1
+        self._stopping[member.ref.actor_urn] = self._token
+        member.ref.tell(("down", self._token))
+
+    def stop_unwanted(self) -> None:
+        wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
+        for tag, member in self._members.items():
+            entry = wanted.get(tag)
+            if entry is None or not member.entry.same_run(entry):
+                self._stop_member(member)
+        if not self._stopping:
+            self.machine.fire("stopped")
+
+    def stop_all(self) -> None:
+        for member in self._members.values():
+            self._stop_member(member)
+        if not self._stopping:
+            self.machine.fire("stopped")
+
+    def dump(self) -> None:
+        """Forget the stopped processes the target level does not keep."""
+        wanted = {}
+        if self._target is not None:
+            wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
+        for tag, member in list(self._members.items()):
+            entry = wanted.get(tag)
+            if entry is None or not member.entry.same_run(entry):
+                del self._members[tag]
+                del self._by_urn[member.ref.actor_urn]
+                member.ref.stop(block=False)
+        if self._target is not None:
+            self.level = self._target
+            self._walk = list(reversed(wanted.values()))
+            self.machine.fire("dumped")
+
+    def walk(self) -> None:
+        """Start entries in order until one blocks or none is left."""
+        timings = Timings.from_settings({**self.settings, **self._cltab.settings})
+        while self._walk:
+            entry = self._walk.pop()
+            member = self._members.get(entry.tag)
+            if member is None:
+                ref = Process.start(entry, self.actor_ref, timings, self.level)
+                member = _Member(entry, ref)
+                self._members[entry.tag] = member
+                self._by_urn[ref.actor_urn] = member
+                self._up(member)
+            elif member.state is P.CONFIGURED:
+                member.entry = entry
+                self._up(member)
+            elif entry.mode in _BLOCKING_MODES and member.state not in _FINISHED:
+                self._blocked = (member.ref.actor_urn, True)  # still running from before
+            if self._blocked is not None:
+                return
+        self.machine.fire("walked")
+
+    def _up(self, member: _Member) -> None:
+        member.state = P.SETUP  # it will leave CONFIGURED; reports follow
+        member.ref.tell(("up",))
+        if member.entry.mode in _BLOCKING_MODES:
+            self._blocked = (member.ref.actor_urn, False)
+
+    def _on_progress(self, urn: str, state: ProcessState) -> None:
+        if self._blocked is None or self._blocked[0] != urn:
+            return
+        if state is P.SETUP:
+            self._blocked = (urn, True)
+        elif self._blocked[1] and state in _FINISHED:
+            self._blocked = None
+            if self.machine.state is G.STARTING:
+                self.walk()
+
+    def check(self) -> None:
+        entries = self._cltab.level(self.name, self.level)
+        members = [self._members[e.tag] for e in entries if e.tag in self._members]
+        tests = [m for m in members if m.entry.mode == "test"]
+        if self._faults or any(m.state is not P.PASS for m in tests):
+            self.machine.fire("failed")
+        elif entries and len(tests) == len(entries):
+            self.machine.fire("passed")
+        else:
+            self.machine.fire("done")
