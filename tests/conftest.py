@@ -1,0 +1,228 @@
+"""Shared fixtures: real daemons in temporary folders, and a guard that fails
+any test leaving a process behind.
+
+Every test runs with a fresh `CLINIT_TEST_TOKEN` in its environment; every
+process it starts (daemons, their children, grandchildren) inherits it.
+After the test, any live process still carrying the token is a leftover:
+the guard kills it and fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clinit import status as read_status  # noqa: E402
+from clinit.client import Client  # noqa: E402
+
+TOKEN_VAR = "CLINIT_TEST_TOKEN"
+
+
+def wait_for(condition, timeout=10.0, interval=0.005, message=None):
+    """Poll `condition()` until it returns something true; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"timed out after {timeout} s waiting for {condition}")
+        time.sleep(interval)
+
+
+def processes_with_token(token: str) -> list[int]:
+    """Live (non-zombie) pids whose environment carries the token, except ours."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    found = []
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and needle in env.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def zombie_children() -> list[int]:
+    """Our children that exited and were never reaped."""
+    me = str(os.getpid()).encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == b"Z" and fields[1] == me:
+            out.append(int(name))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes(monkeypatch):
+    token = uuid.uuid4().hex
+    monkeypatch.setenv(TOKEN_VAR, token)
+    yield token
+    try:
+        wait_for(lambda: not processes_with_token(token), timeout=5.0)
+    except AssertionError:
+        left = processes_with_token(token)
+        details = []
+        for pid in left:
+            try:
+                details.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes()
+                               .replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        pytest.fail("test left processes behind:\n  " + "\n  ".join(details))
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors():
+    yield
+    import pykka
+
+    from clinit import reaper
+
+    for ref in pykka.ActorRegistry.get_all():
+        if ref is not reaper._state.ref:
+            ref.stop(block=True, timeout=10)
+
+
+class Daemon:
+    """A real `clinit -d` process on a cltab in a temporary folder."""
+
+    def __init__(self, folder: Path, cltab_text: str, extra_settings: dict | None = None):
+        self.folder = folder
+        self.cltab = folder / "cltab"
+        self.socket = folder / "clinit.sock"
+        self.clstat = folder / "clstat"
+        self.log = folder / "daemon.log"
+        self.settings = {"socket": self.socket, "clstat": self.clstat,
+                         "term_delay": 0.5, "kill_delay": 0.5, **(extra_settings or {})}
+        self.write(cltab_text)
+        self.proc: subprocess.Popen | None = None
+
+    def write(self, cltab_text: str) -> None:
+        head = "".join(f":::{k}:{v}\n" for k, v in self.settings.items())
+        tmp = self.cltab.with_suffix(".new")
+        tmp.write_text(head + textwrap.dedent(cltab_text).lstrip("\n"))
+        os.replace(tmp, self.cltab)
+
+    def cli(self, *args, check=None, timeout=30) -> subprocess.CompletedProcess:
+        """Run `clinit -c CLTAB ARGS...` as a new process."""
+        result = subprocess.run([sys.executable, str(ROOT / "bin" / "clinit"), "-c", str(self.cltab),
+                                 *map(str, args)], capture_output=True, text=True, timeout=timeout)
+        if check is not None:
+            assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+        return result
+
+    def start(self, wait=True) -> "Daemon":
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "clinit"), "-d", "-c",
+                                      str(self.cltab)], stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        if wait:
+            wait_for(self.answers, message=f"daemon did not come up: {self.log_text()}")
+        return self
+
+    def answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log_text()}")
+        try:
+            return self.client().request("ping")[0]
+        except OSError:
+            return False
+
+    def client(self) -> Client:
+        return Client(cltab=str(self.cltab))
+
+    def tell(self, group, level) -> str:
+        return self.client().tell(group, level)
+
+    def status(self, group=None, level=None) -> str:
+        return read_status(str(self.clstat), group, level)
+
+    def wait_state(self, group, level, state, timeout=10.0) -> None:
+        wait_for(lambda: self.status(group, level) == state, timeout=timeout,
+                 message=f"{group} never reached {level} {state}; status: {self.status()!r}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text()
+        except OSError:
+            return ""
+
+    def children(self) -> list[int]:
+        """Pids whose parent is the daemon."""
+        return children_of(self.proc.pid)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log.close()
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != b"Z":
+            out.append(int(name))
+    return out
+
+
+@pytest.fixture
+def make_daemon(tmp_path):
+    """`make_daemon(cltab_text, **settings)` -> a started Daemon; stopped after the test."""
+    made = []
+
+    def make(cltab_text: str, start=True, **settings) -> Daemon:
+        folder = tmp_path / f"d{len(made)}"
+        folder.mkdir()
+        d = Daemon(folder, cltab_text, settings)
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
