@@ -14,6 +14,4 @@ setup(
         "bench": ["supervisor>=4"],
     },
     entry_points={"console_scripts": ["clinit = clinit.cli:main"]},
-    scripts=[],
-    license="GPL-2.0-or-later",
 )
