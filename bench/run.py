@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import sys
@@ -39,7 +40,7 @@ ABOUT = {
     "idle": "the daemon over the idle window with N sleeping children",
     "memory": "daemon at N = --memory-n children: RSS, spawn and stop times",
     "retell": "tell of the level a settled group is at -> settled again",
-    "concurrency": "socket: C x R concurrent tells on the wire; cli: fewer, as commands",
+    "concurrency": "clients x tells at once, on the socket (wire) and as commands (cli)",
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -128,7 +129,7 @@ def fmt(metric, v):
     return f"{v:g}"
 
 
-def summarize(res, systems):
+def summarize(res):
     out = {}
     for sc in ORDER:
         for metric, per in res.data.get(sc, {}).items():
@@ -139,6 +140,8 @@ def summarize(res, systems):
             c = row.get("clinit", {}).get("median")
             ratios = {}
             for other in ("floor", "supervisord", "python"):
+                if metric == "threads" or metric.endswith("_errors"):
+                    break
                 o = row.get(other, {}).get("median")
                 if c is not None and o:
                     ratios[f"clinit/{other}"] = c / o
@@ -154,6 +157,9 @@ def report(cfg, info, summary, res, skipped):
           f"kills={cfg.kills} wire={cfg.wire} cli={cfg.cli}")
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
+    for scenario, text in res.errors:
+        if scenario not in ORDER:
+            print(f"ERROR {text}")
     for sc in ORDER:
         if sc not in cfg.scenarios:
             continue
@@ -168,7 +174,7 @@ def report(cfg, info, summary, res, skipped):
             if m["ratios"]:
                 print("    " + "   ".join(f"{k} {v:.2f}x" for k, v in m["ratios"].items()))
         for scenario, text in res.errors:
-            if scenario == sc or (sc == "stop" and scenario not in ORDER):
+            if scenario == sc:
                 print(f"  ERROR {text}")
         if sc not in summary and not any(s == sc for s, _ in res.errors):
             print("  (no results)")
@@ -177,6 +183,9 @@ def report(cfg, info, summary, res, skipped):
 def main(argv=None):
     cfg = parse(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    # Started from a background job, SIGINT would be ignored here and in
+    # every daemon we start; catching it gives them all the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     info = machine()
     skipped, systems = {}, []
     for name in cfg.systems:
@@ -186,8 +195,11 @@ def main(argv=None):
             print(f"note: skipping {name}: {why}", flush=True)
         else:
             systems.append(name)
-    order = [n for n in SYSTEMS if n in systems]  # floor, supervisord, clinit
     res = Results(cfg)
+    if "clinit" in skipped:  # the product itself: that is a failure, not a note
+        res.fail("setup", f"clinit: {skipped['clinit']}")
+    order = systems  # interleaved in the order given
+    shutil.rmtree(os.path.join(cfg.outdir, "logs"), ignore_errors=True)
     t_start = time.monotonic()
     try:
         for rep, kind, name in sessions(cfg, order):
@@ -207,7 +219,7 @@ def main(argv=None):
             print(f"done in {time.monotonic() - t0:.1f}s", flush=True)
     finally:
         common.kill_marked()
-    summary = summarize(res, order)
+    summary = summarize(res)
     report(cfg, info, summary, res, skipped)
     doc = {"machine": info, "config": {k: v for k, v in vars(cfg).items()},
            "skipped": skipped, "results": summary, "samples": res.samples,
@@ -224,4 +236,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted (every process the benchmark started was killed)")
+        sys.exit(130)
