@@ -111,6 +111,7 @@ def _writer_class():
             self._queued = False
             self._error: str | None = None
             self._timer = None
+            self._removed = False  # set at shutdown: a late flush or beat must not rewrite it
             self.writes = 0
 
         def on_start(self) -> None:
@@ -138,6 +139,8 @@ def _writer_class():
                 self.actor_ref.tell(("flush",))
 
         def _write(self) -> None:
+            if self._removed:
+                return
             timers.cancel(self._timer)
             self._timer = timers.after(self.heartbeat, self.actor_ref, ("beat",))
             text = "".join(f"{PREFIX} {name} {level} {state}\n"
@@ -155,6 +158,7 @@ def _writer_class():
             self.writes += 1
 
         def remove(self) -> None:
+            self._removed = True
             timers.cancel(self._timer)
             try:
                 os.unlink(self.path)
