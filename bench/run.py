@@ -121,6 +121,8 @@ def sessions(cfg, systems):
 
 def fmt(metric, v):
     if metric.endswith("_s"):
+        if v < 0.001:
+            return f"{v * 1e6:.0f} us"
         return f"{v * 1000:.1f} ms" if v < 10 else f"{v:.2f} s"
     if metric.endswith("_kib"):
         return f"{v / 1024:.1f} MiB"
