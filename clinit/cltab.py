@@ -20,7 +20,8 @@ MODES = ("wait", "once", "respawn", "test", "off")
 # kept as str.  Numbers must be >= 0 (and finite).
 SETTINGS = {"socket": str, "clstat": str, "log": str, "socket_group": str,
             "respawn_limit": int, "respawn_window": float, "respawn_pause": float,
-            "term_delay": float, "kill_delay": float, "heartbeat": float}
+            "term_delay": float, "kill_delay": float, "heartbeat": float,
+            "max_clients": int, "idle_timeout": float}
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"

@@ -24,7 +24,8 @@ from . import reaper
 from .cltab import CltabError, file_stamp, load_cltab
 from .group import Group, GroupState
 from .paths import resolve
-from .server import ANSWER_TIMEOUT, LiveDaemonError, Server, prepare_socket
+from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError, Server,
+                     prepare_socket)
 from .status import StatusWriter
 
 __all__ = ["Daemon", "run", "DaemonError"]
@@ -200,7 +201,9 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
     previous = {}
     try:
         try:
-            server = Server(conf["socket"], None, socket_group=merged.get("socket_group"))
+            server = Server(conf["socket"], None, socket_group=merged.get("socket_group"),
+                            idle_timeout=merged.get("idle_timeout", IDLE_TIMEOUT),
+                            max_clients=merged.get("max_clients", MAX_CLIENTS))
         except (OSError, KeyError) as err:
             raise DaemonError(f"{conf['socket']}: cannot listen: {err}") from None
         daemon_ref = Daemon.start(table, merged, writer, server.wake)
