@@ -1,35 +1,66 @@
 """The control socket: a socketserver UNIX listener that turns requests into
 messages to the Daemon actor.
 
-Each connection gets a thread (at most MAX_CLIENTS at once; one more is
-told the daemon is busy), one request line of at most MAX_REQUEST bytes,
-and IDLE_TIMEOUT seconds to send it.  Only root and the daemon's own user
-(or members of the configured socket group) are obeyed: the peer's
-credentials come from SO_PEERCRED, not from anything the client says.
+Limits, so that no client, broken or hostile, can hurt the daemon:
+
+- One request line per connection, at most `protocol.MAX_REQUEST` bytes:
+  reading stops there (the rest is never read, so never buffered) and
+  the client is told the request is too long.
+- `idle_timeout` seconds (setting `idle_timeout`, default IDLE_TIMEOUT)
+  from connect to a complete request, in total: a client that sends
+  nothing, or half a request, or trickles a byte now and then, is told
+  it timed out and is closed.
+- `max_clients` connections open at once (setting `max_clients`, default
+  MAX_CLIENTS).  When a new one arrives at the limit, the oldest
+  connection that has not finished sending its request is told the
+  daemon is busy and closed to make room (so idle connections can never
+  lock out a client that sends its request at once); if every open
+  connection already has its request in, the newcomer is told busy.
+- Reading happens in `serve()`'s select loop, so a waiting connection
+  costs a file descriptor, not a thread.  A complete request is handed
+  to at most WORKERS short-lived threads, which ask the Daemon actor
+  and send the answer: the daemon's thread count stays bounded.
+- Answers are sent with MSG_NOSIGNAL: a client that went away is an
+  EPIPE to ignore, never a SIGPIPE, whatever the process's disposition.
+
+Only root and the daemon's own user (or members of the configured socket
+group) are obeyed: the peer's credentials come from SO_PEERCRED, not from
+anything the client says.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import grp
 import logging
 import os
+import resource
 import selectors
 import socket
 import socketserver
 import stat
 import struct
 import threading
+import time
 
 from . import protocol
 
-__all__ = ["Server", "prepare_socket", "LiveDaemonError", "MAX_CLIENTS", "IDLE_TIMEOUT"]
+__all__ = ["Server", "prepare_socket", "LiveDaemonError", "MAX_CLIENTS", "IDLE_TIMEOUT",
+           "ANSWER_TIMEOUT", "WORKERS"]
 
 log = logging.getLogger("clinit.server")
 
-MAX_CLIENTS = 64  # connections served at once
-IDLE_TIMEOUT = 5.0  # seconds a client may take to send its request
+MAX_CLIENTS = 64  # connections open at once
+IDLE_TIMEOUT = 5.0  # seconds a client may take, in all, to send its request
 ANSWER_TIMEOUT = 30.0  # seconds the daemon actor may take to answer
+WORKERS = 4  # threads asking the daemon actor and sending answers, at most
+_FD_RESERVE = 64  # file descriptors kept for everything but clients
+_ACCEPT_BURST = 64  # connections accepted per wake-up, so reads are not starved
+_EMFILE_PAUSE = 0.1  # seconds the listener rests when the process is out of fds
+
+_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
+_LISTEN, _WAKE = "listen", "wake"
 
 
 class LiveDaemonError(RuntimeError):
@@ -40,7 +71,7 @@ def prepare_socket(path: str) -> None:
     """Make the socket's folder (0700 if we create it) and clear a stale socket.
 
     Refuses to start over a live daemon, and never removes a file that
-    is not a socket.
+    is not a socket.  A folder that already exists keeps its mode.
     """
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
@@ -66,81 +97,52 @@ def prepare_socket(path: str) -> None:
     raise LiveDaemonError(f"a clinit daemon is already listening on {path}")
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: Server = self.server  # type: ignore[assignment]
-        conn: socket.socket = self.request
-        conn.settimeout(server.idle_timeout)
-        try:
-            if not server.allowed(conn):
-                self._answer(False, "permission denied: only root and the daemon's user may "
-                             "command this daemon")
-                return
-            data = self._read_line(conn)
-            if data is None:
-                return  # the client went away or idled out: nothing to answer
-            try:
-                request = protocol.decode_request(data)
-            except protocol.ProtocolError as err:
-                self._answer(False, str(err))
-                return
-            try:
-                ok, answer = server.dispatch(request)
-            except Exception as err:  # the actor is gone or too slow: say so
-                log.error("request %r: %r", request, err)
-                ok, answer = False, f"daemon error: {type(err).__name__}: {err}"
-            self._answer(ok, answer)
-        except OSError:
-            pass  # the client went away; nothing changed on its behalf
+class _Conn:
+    """One client connection, from accept to close."""
 
-    def _read_line(self, conn: socket.socket) -> bytes | None:
-        chunks, size = [], 0
-        while True:
-            try:
-                chunk = conn.recv(4096)
-            except socket.timeout:
-                self._answer(False, f"timed out waiting for a request ({IDLE_TIMEOUT:g} s)")
-                return None
-            if not chunk:
-                if chunks:
-                    return b"".join(chunks)  # decode_request names the missing newline
-                return None
-            chunks.append(chunk)
-            size += len(chunk)
-            if b"\n" in chunk:
-                data = b"".join(chunks)
-                return data[: data.index(b"\n") + 1]
-            if size > protocol.MAX_REQUEST:
-                return b"".join(chunks)  # decode_request refuses it by size
+    __slots__ = ("sock", "fd", "buf", "deadline", "allowed", "reading")
 
-    def _answer(self, ok: bool, text: str) -> None:
-        try:
-            self.request.sendall(protocol.encode_response(ok, text))
-        except OSError:
-            pass
+    def __init__(self, sock: socket.socket, deadline: float, allowed: bool):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = bytearray()
+        self.deadline = deadline
+        self.allowed = allowed
+        self.reading = True  # False once its request is in a worker's hands
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class Server(socketserver.UnixStreamServer):
     """The listener.  `dispatch(request) -> (ok, answer)` is given by the daemon."""
 
-    daemon_threads = True
     allow_reuse_address = False
-    request_queue_size = 128
+    # A burst of connects waits in the backlog (connect() blocks) instead
+    # of failing; the kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, path: str, dispatch, socket_group: str | None = None,
-                 idle_timeout: float = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS):
+                 idle_timeout: float = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS,
+                 workers: int = WORKERS):
         self.path = path
         self.dispatch = dispatch
-        self.idle_timeout = idle_timeout
-        self._slots = threading.BoundedSemaphore(max_clients)
+        self.idle_timeout = float(idle_timeout) if float(idle_timeout) > 0 else IDLE_TIMEOUT
+        self.max_clients = _fit_fd_limit(max(1, int(max_clients)))
+        self.workers = max(1, int(workers))
         self._uid = os.getuid()
         self._gid = grp.getgrnam(socket_group).gr_gid if socket_group else None
-        self._wake_r, self._wake_w = os.pipe()
+        self._conns: dict[int, _Conn] = {}  # fd -> connection, oldest first
+        self._ready: collections.deque[tuple[_Conn, dict]] = collections.deque()
+        self._lock = threading.Lock()  # guards _conns, _ready, _busy
+        self._busy = 0  # worker threads alive
+        self._idle = threading.Condition(self._lock)
+        self._selector: selectors.BaseSelector | None = None
+        self._listen_paused_until = 0.0
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
-            super().__init__(path, _Handler)
+            super().__init__(path, None)
         finally:
             os.umask(old)
+        self.socket.setblocking(False)
         if self._gid is not None:
             os.chown(path, -1, self._gid)
             os.chmod(path, 0o660)
@@ -153,46 +155,198 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         pid, uid, gid = struct.unpack("3i", creds)
         if uid in (0, self._uid):
             return True
-        if self._gid is not None:
-            return gid == self._gid or self._gid in _groups_of(pid)
-        log.warning("refused a request from uid %d (pid %d)", uid, pid)
+        if self._gid is not None and (gid == self._gid or self._gid in _groups_of(pid)):
+            return True
+        log.warning("refused a client of uid %d (pid %d)", uid, pid)
         return False
-
-    # -- connection limit ----------------------------------------------
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(0.5)
-                request.sendall(protocol.encode_response(False, "daemon busy: too many clients"))
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
     # -- the loop --------------------------------------------------------
 
     def serve(self) -> None:
-        """Serve until `wake()` is called.  Sleeps in select(): no polling."""
+        """Serve until `wake()` is called.  Sleeps in select() until a client
+        sends something, a connection's deadline comes, or we are woken."""
         with selectors.DefaultSelector() as selector:
-            selector.register(self.fileno(), selectors.EVENT_READ, "listen")
-            selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-            while True:
-                for key, _ in selector.select():
-                    if key.data == "wake":
-                        return
-                    self._handle_request_noblock()
+            self._selector = selector
+            selector.register(self.fileno(), selectors.EVENT_READ, _LISTEN)
+            selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+            try:
+                while True:
+                    for key, _ in selector.select(self._next_timeout()):
+                        if key.data is _WAKE:
+                            return
+                        if key.data is _LISTEN:
+                            self._accept()
+                        else:
+                            self._read(key.data)
+                    self._expire()
+            finally:
+                self._selector = None
+
+    def _next_timeout(self) -> float | None:
+        now = time.monotonic()
+        deadlines = [c.deadline for c in self._reading()]
+        if self._listen_paused_until:
+            deadlines.append(self._listen_paused_until)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    def _reading(self) -> list[_Conn]:
+        with self._lock:
+            return [c for c in self._conns.values() if c.reading]
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BURST):
+            try:
+                sock, _ = self.get_request()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_listening(err)
+                elif err.errno != errno.ECONNABORTED:
+                    log.error("accept: %s", err)
+                return
+            try:
+                self._admit(sock)
+            except OSError:
+                sock.close()
+
+    def _pause_listening(self, err: OSError) -> None:
+        # The listener stays readable while we cannot accept: without a
+        # rest, select() would spin.  Resume at the next deadline.
+        log.error("cannot accept a client (%s): resting %g s", err.strerror, _EMFILE_PAUSE)
+        self._selector.unregister(self.fileno())
+        self._listen_paused_until = time.monotonic() + _EMFILE_PAUSE
+
+    def _admit(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with self._lock:
+            full = len(self._conns) >= self.max_clients
+            victim = next((c for c in self._conns.values() if c.reading), None) if full else None
+        if full:
+            if victim is None:  # every client already waits for its answer
+                _say(sock, False, "daemon busy: too many clients")
+                sock.close()
+                return
+            self._close(victim, False, "daemon busy: too many clients")
+        conn = _Conn(sock, time.monotonic() + self.idle_timeout, self.allowed(sock))
+        with self._lock:
+            self._conns[conn.fd] = conn
+        self._selector.register(conn.fd, selectors.EVENT_READ, conn)
+        self._read(conn)  # the request is often there already
+
+    def _read(self, conn: _Conn) -> None:
+        room = protocol.MAX_REQUEST + 1 - len(conn.buf)
+        try:
+            chunk = conn.sock.recv(min(65536, room))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not chunk:  # the client shut its side: take what came as the request
+            if conn.buf:
+                self._complete(conn, bytes(conn.buf))
+            else:
+                self._close(conn)
+            return
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            conn.buf += chunk[: newline + 1]
+            self._complete(conn, bytes(conn.buf))
+        else:
+            conn.buf += chunk
+            if len(conn.buf) > protocol.MAX_REQUEST:
+                self._complete(conn, bytes(conn.buf))  # refused by size, never read further
+
+    def _complete(self, conn: _Conn, data: bytes) -> None:
+        conn.buf = bytearray()
+        if not conn.allowed:
+            self._close(conn, False, "permission denied: only root and the daemon's user "
+                        "may command this daemon")
+            return
+        try:
+            request = protocol.decode_request(data)
+        except protocol.ProtocolError as err:
+            self._close(conn, False, str(err))
+            return
+        self._selector.unregister(conn.fd)
+        with self._lock:
+            conn.reading = False
+            self._ready.append((conn, request))
+            start = self._busy < self.workers
+            if start:
+                self._busy += 1
+        if start:
+            try:
+                threading.Thread(target=self._work, name="clinit-client", daemon=True).start()
+            except RuntimeError as err:  # no thread to be had: the queue waits for a worker
+                with self._lock:
+                    self._busy -= 1
+                    stuck = not self._busy
+                if stuck:
+                    log.error("cannot start a worker thread: %s", err)
+                    self._drop_ready("daemon busy: cannot start a thread")
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        if self._listen_paused_until and now >= self._listen_paused_until:
+            self._listen_paused_until = 0.0
+            self._selector.register(self.fileno(), selectors.EVENT_READ, _LISTEN)
+        for conn in self._reading():
+            if conn.deadline <= now:
+                self._close(conn, False,
+                            f"timed out waiting for a request ({self.idle_timeout:g} s)")
+
+    def _close(self, conn: _Conn, ok: bool | None = None, text: str = "") -> None:
+        """Close a connection the loop owns, answering first if `ok` is given."""
+        with self._lock:
+            self._conns.pop(conn.fd, None)
+        if self._selector is not None:
+            try:
+                self._selector.unregister(conn.fd)
+            except (KeyError, ValueError):
+                pass
+        if ok is not None:
+            _say(conn.sock, ok, text)
+        conn.sock.close()
+
+    def _drop_ready(self, text: str) -> None:
+        with self._lock:
+            dropped, self._ready = list(self._ready), collections.deque()
+            for conn, _ in dropped:
+                self._conns.pop(conn.fd, None)
+        for conn, _ in dropped:
+            _say(conn.sock, False, text)
+            conn.sock.close()
+
+    # -- workers -------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._ready:
+                    self._busy -= 1
+                    self._idle.notify_all()
+                    return
+                conn, request = self._ready.popleft()
+            try:
+                ok, answer = self.dispatch(request)
+            except Exception as err:  # the actor is gone or too slow: say so
+                log.error("request %r: %r", request, err)
+                ok, answer = False, f"daemon error: {type(err).__name__}: {err}"
+            try:
+                conn.sock.settimeout(self.idle_timeout)  # a client that never reads
+                conn.sock.sendall(protocol.encode_response(ok, answer), _FLAGS)
+            except OSError:
+                pass  # the client went away; the request was carried out all the same
+            finally:
+                with self._lock:
+                    self._conns.pop(conn.fd, None)
+                conn.sock.close()
+
+    # -- the end -------------------------------------------------------------
 
     def wake(self) -> None:
         """Make `serve()` return; safe from any thread or a signal handler."""
@@ -203,6 +357,15 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def server_close(self) -> None:
         super().server_close()
+        # Requests in a worker's hands (the shutdown request itself, often)
+        # get their answers; the others are closed unanswered.
+        with self._lock:
+            self._idle.wait_for(lambda: not self._busy, timeout=2.0)
+            left = list(self._conns.values())
+            self._conns.clear()
+            self._ready.clear()
+        for conn in left:
+            conn.sock.close()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -213,6 +376,27 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 os.unlink(self.path)
         except OSError:
             pass
+
+
+def _say(sock: socket.socket, ok: bool, text: str) -> None:
+    """Send a short answer without blocking; a client that went away is ignored."""
+    try:
+        sock.send(protocol.encode_response(ok, text), _FLAGS | socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
+def _fit_fd_limit(max_clients: int) -> int:
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return max_clients
+    if soft == resource.RLIM_INFINITY or max_clients + _FD_RESERVE <= soft:
+        return max_clients
+    fitted = max(1, soft - _FD_RESERVE)
+    log.warning("max_clients %d lowered to %d to fit the file limit (%d)",
+                max_clients, fitted, soft)
+    return fitted
 
 
 def _groups_of(pid: int) -> set[int]:
