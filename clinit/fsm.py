@@ -10,13 +10,17 @@ supplies guards and actions as methods, named by the rows.
 
 from __future__ import annotations
 
+import collections
 import enum
 from typing import Any, Iterable, NamedTuple
 
-__all__ = ["Row", "row", "Machine", "ANY", "to_dot"]
+__all__ = ["Row", "row", "Machine", "ANY", "LOG_MAX", "to_dot"]
 
 #: `Row.sources` value meaning "from every state of the machine"
 ANY = None
+
+#: transitions kept in a machine's log
+LOG_MAX = 1000
 
 
 class Row(NamedTuple):
@@ -55,11 +59,10 @@ class Machine:
     def __init__(self, owner: Any, table: tuple[Row, ...], initial: enum.Enum):
         self.owner = owner
         self.state = initial
-        self.log: list[tuple[enum.Enum, str, enum.Enum]] = []
-        self._index: dict[tuple[enum.Enum, str], list[Row]] = {}
-        for line in table:
-            for state in (type(initial) if line.sources is ANY else line.sources):
-                self._index.setdefault((state, line.event), []).append(line)
+        # The newest LOG_MAX transitions: enough to see any state passed
+        # through, bounded so a process respawning for months stays small.
+        self.log: collections.deque = collections.deque(maxlen=LOG_MAX)
+        self._index = _index_of(table, type(initial))
 
     def can(self, event: str) -> bool:
         return self._find(event) is not None
@@ -83,6 +86,22 @@ class Machine:
         if found.action is not None:
             getattr(self.owner, found.action)(*args)
         return True
+
+
+_indexes: dict[int, tuple[tuple, dict]] = {}
+
+
+def _index_of(table: tuple[Row, ...], states: type[enum.Enum]) -> dict:
+    """(state, event) -> rows, built once per table and shared by its machines."""
+    cached = _indexes.get(id(table))
+    if cached is not None and cached[0] is table:
+        return cached[1]
+    index: dict[tuple[enum.Enum, str], list[Row]] = {}
+    for line in table:
+        for state in (states if line.sources is ANY else line.sources):
+            index.setdefault((state, line.event), []).append(line)
+    _indexes[id(table)] = (table, index)
+    return index
 
 
 def to_dot(name: str, table: tuple[Row, ...], states: type[enum.Enum]) -> str:
