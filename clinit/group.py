@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import queue
 from typing import Any
 
 import pykka
@@ -80,6 +81,10 @@ class _Member:
 
 class Group(pykka.ThreadingActor):
     """One resource group.  `Group.start(name, cltab_path)` returns an ActorRef."""
+
+    @staticmethod
+    def _create_actor_inbox():
+        return queue.SimpleQueue()
 
     def __init__(self, name: str, cltab_path: str | None = None,
                  listener: pykka.ActorRef | None = None, settings: dict | None = None):
