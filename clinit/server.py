@@ -189,7 +189,7 @@ class Server(socketserver.UnixStreamServer):
             deadlines.append(self._listen_paused_until)
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - now)
+        return min(max(0.0, min(deadlines) - now), 3600.0)  # epoll takes at most ~24 days
 
     def _reading(self) -> list[_Conn]:
         with self._lock:
