@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+from clinit import status as read_status
 from conftest import ROOT, wait_for
 
 SLEEPER = "exec sleep 1000"
@@ -189,6 +190,41 @@ def test_sighup_with_a_bad_table_logs_the_error_and_keeps_running(make_daemon):
     assert d.answers()
     assert pids(d, "web") == before
     assert d.status() == "web run DONE\n"
+
+
+def test_a_rewrite_in_place_keeping_inode_and_size_is_noticed(make_daemon):
+    d = make_daemon(f"web:w1:run:respawn:{SLEEPER}\n")
+    d.tell("web", "run")
+    [w1] = running(d, "web", 1, tag="w1")
+    before = d.cltab.stat()
+    # let the file system clock tick past the cltab's mtime (a condition, not a sleep)
+    probe = d.folder / "probe"
+    wait_for(lambda: probe.write_text("x") and probe.stat().st_mtime_ns != before.st_mtime_ns)
+    text = d.cltab.read_text()
+    with open(d.cltab, "r+") as f:  # same inode, same size, maybe the same second
+        f.write(text.replace("web:w1:", "web:w2:"))
+    after = d.cltab.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    assert d.tell("web", "run") == "level transition started"
+    running(d, "web", 1, tag="w2")
+    wait_for(lambda: not alive(w1))
+
+
+def test_a_reread_does_not_move_the_socket_or_the_status_file(make_daemon, tmp_path):
+    d = make_daemon(f"web:w1:run:respawn:{SLEEPER}\n")
+    old_socket, old_clstat = d.socket, d.clstat
+    d.settings.update(socket=tmp_path / "moved.sock", clstat=tmp_path / "moved-clstat")
+    d.write(f"web:w1:run:respawn:{SLEEPER}\n")
+    d.socket = old_socket  # raw_request speaks to the socket the daemon listens on
+    answer = raw_request(d, b'{"cmd": "tell", "group": "web", "level": "run"}\n')
+    assert answer == {"ok": True, "answer": "level transition started"}
+    wait_for(lambda: read_status(str(old_clstat), "web", "run") == "DONE")
+    assert old_socket.exists()
+    assert not (tmp_path / "moved.sock").exists()
+    assert not (tmp_path / "moved-clstat").exists()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 0
+    assert not old_socket.exists() and not old_clstat.exists()
 
 
 # -- shutdown by signal ------------------------------------------------------
