@@ -12,7 +12,6 @@ import os
 import shlex
 import signal
 import sys
-import threading
 
 import pykka
 import pytest
@@ -285,7 +284,6 @@ def a_process_that_ignores_sigint_gets_the_next_signal(run, tmp_path):
 
 
 def _exec_fails(mode, source):
-    @scenario((S.SETUP, mode, source), (source, "execfailed", S.CONFIGURED))
     def fn(run, tmp_path):
         p = run(entry("true", mode), log=str(tmp_path / "no-such-folder" / "log"))
         p.up().get()
@@ -294,7 +292,7 @@ def _exec_fails(mode, source):
         return p.transitions().get()
 
     fn.__name__ = f"a_{mode}_entry_whose_exec_fails_goes_back_to_configured"
-    SCENARIOS[fn.__name__] = SCENARIOS.pop("fn")
+    scenario((S.SETUP, mode, source), (source, "execfailed", S.CONFIGURED))(fn)
 
 
 for _mode, _source in (("wait", S.RUNFG), ("once", S.RUNBG), ("test", S.RUNTEST)):
@@ -362,7 +360,7 @@ def test_a_row_only_passed_through_still_routes_as_the_table_says(row):
     owner = _Stub(alive=target is S.STOPPING)
     machine = Machine(owner, TABLE, src)
     assert machine.fire(event)
-    assert machine.log == [row]
+    assert list(machine.log) == [row]
 
 
 # ---------------------------------------------------------------------------
