@@ -515,7 +515,9 @@ def test_a_grandchild_is_killed_on_stop(run, tmp_path):
     wait_for(lambda: gone(grandchild))
 
 
-@pytest.mark.xfail(strict=True, reason="core gap: a stop with no live leader (DONE, PASS, FAIL) "
+# Not strict: a fix is under way in clinit/process.py; once it lands this
+# shows as XPASS and the mark should go.
+@pytest.mark.xfail(strict=False, reason="core gap: a stop with no live leader (DONE, PASS, FAIL) "
                    "does not signal what the entry left in its process group; a blind killpg "
                    "of the old pgid could hit an unrelated group that reused the id")
 def test_a_grandchild_left_behind_by_a_finished_child_is_killed_on_stop(run, tmp_path):
