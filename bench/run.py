@@ -12,6 +12,7 @@ non-zero when a scenario failed on some system.
 """
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -189,6 +190,10 @@ def main(argv=None):
     # every daemon we start; catching it gives them all the default.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     info = machine()
+    # An installed clinit has its bytecode compiled at install time (as
+    # supervisord's is); a checkout has none when PYTHONDONTWRITEBYTECODE is
+    # set, which would charge every command a compile.  Compile it once.
+    compileall.compile_dir(os.path.join(common.REPO, "clinit"), quiet=1)
     skipped, systems = {}, []
     for name in cfg.systems:
         why = SYSTEMS[name].available()
