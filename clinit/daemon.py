@@ -8,6 +8,25 @@ groups deleted from cltab, and forwards group transitions to the status
 writer.  Shutdown (request, SIGTERM or SIGINT) halts every group,
 answers at once, and ends `run()` when every group is CONFIGURED, i.e.
 every child has been reaped.
+
+Faults.  A request that raises answers `internal error: ...` and changes
+nothing more; any other message that raises is logged with the daemon's
+state and dropped: the Daemon actor carries on (it is the root: nobody
+else could take over).  A group actor found dead is forgotten (a new one
+is made on the next tell; its processes were killed as it died).  A
+shutdown that has not finished `term_delay + 2 * kill_delay + 5` seconds
+after it began (a fault, or a process the kernel will not let die)
+SIGKILLs the process groups of every child left, logs what it did, and
+exits with status 1 instead of 0.
+
+After SIGKILL.  A daemon killed with SIGKILL cannot clean up: its
+children keep running in their own sessions, re-parented to init (or the
+nearest subreaper); the socket file stays (nobody listens on it) and so
+does the status file, whose mtime stops moving.  The next daemon
+replaces the stale socket (`prepare_socket`: a socket nobody answers on),
+rewrites the status file, and does not know the old children: it logs a
+warning naming those it can find (their environment carries
+CLINIT_SOCKET, this daemon's socket path), and a tell starts new copies.
 """
 
 from __future__ import annotations
@@ -20,9 +39,10 @@ from typing import Any
 
 import pykka
 
-from . import reaper
+from . import reaper, timers
 from .cltab import CltabError, file_stamp, load_cltab
 from .group import Group, GroupState
+from .process import Timings
 from .paths import resolve
 from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError, Server,
                      prepare_socket)
@@ -31,6 +51,9 @@ from .status import StatusWriter
 __all__ = ["Daemon", "run", "DaemonError"]
 
 log = logging.getLogger("clinit.daemon")
+
+
+SHUTDOWN_GRACE = 5.0  # seconds a shutdown may take beyond the stop ladder
 
 
 class DaemonError(RuntimeError):
@@ -55,11 +78,21 @@ class Daemon(pykka.ThreadingActor):
         self.states: dict[str, GroupState] = {}
         self.dropping: set[str] = set()  # deleted from cltab, halting
         self.shutting_down = False
+        self.clean = True  # False once a shutdown had to kill what did not stop
 
     def on_receive(self, message: Any) -> Any:
-        kind = message[0]
-        if kind == "request":
+        if message[0] == "request":
             return self.request(message[1])
+        try:
+            self._receive(message)
+        except Exception as exc:  # noqa: BLE001 - the root actor logs and carries on
+            log.error("daemon actor failed on %r (groups %s, shutting down: %s): %s: %s; "
+                      "carrying on", message, {n: str(s) for n, s in self.states.items()},
+                      self.shutting_down, type(exc).__name__, exc, exc_info=exc)
+        return None
+
+    def _receive(self, message: Any) -> None:
+        kind = message[0]
         if kind == "group":
             _, name, level, state = message
             self.group_changed(name, level, state)
@@ -71,14 +104,43 @@ class Daemon(pykka.ThreadingActor):
             else:
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 self.shutdown()
-        return None
+        elif kind == "shutdown_timeout":
+            self._shutdown_timeout()
+        else:
+            log.warning("daemon: unknown message %r", message)
 
     def on_stop(self) -> None:
         for ref in self.groups.values():
             ref.stop()
 
     def on_failure(self, exc_type, exc_value, tb) -> None:
-        log.error("daemon actor: %s: %s (groups keep running)", exc_type.__name__, exc_value)
+        # Only reached if pykka itself stops the actor (messages are guarded):
+        # nothing can be served any more, so end the daemon; run() stops the
+        # groups, which kill their processes.
+        log.error("daemon actor died: %s: %s; exiting", exc_type.__name__, exc_value)
+        self.clean = False
+        if self.on_exit is not None:
+            on_exit, self.on_exit = self.on_exit, None
+            on_exit()
+
+    def _send(self, name: str, message: tuple) -> bool:
+        """Tell a group; a dead group actor is forgotten (its processes died with it)."""
+        ref = self.groups.get(name)
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+            return True
+        except pykka.ActorDeadError:
+            self._forget(name)
+            return False
+
+    def _forget(self, name: str) -> None:
+        log.error("group %s: its actor is dead; forgetting it (a tell makes a new one)", name)
+        self.groups.pop(name, None)
+        self.states.pop(name, None)
+        self.dropping.discard(name)
+        self._maybe_exit()
 
     # -- requests ------------------------------------------------------
 
@@ -107,12 +169,15 @@ class Daemon(pykka.ThreadingActor):
         if not self.cltab.has_group(name):
             return False, f"no such group: {name}"
         ref = self.groups.get(name)
-        if ref is None or name in self.dropping:
-            self.dropping.discard(name)
-            if ref is None:
-                ref = Group.start(name, self.cltab.path, self.actor_ref, self.settings)
-                self.groups[name] = ref
-        ref.tell(("tell", level, self.cltab))
+        if ref is not None and not ref.is_alive():
+            self._forget(name)
+            ref = None
+        self.dropping.discard(name)
+        if ref is None:
+            ref = Group.start(name, self.cltab.path, self.actor_ref, self.settings)
+            self.groups[name] = ref
+        if not self._send(name, ("tell", level, self.cltab)):
+            return False, f"internal error: group {name} died; tell it again"
         return True, "level transition started"
 
     def reread(self) -> tuple[bool, str]:
@@ -127,20 +192,34 @@ class Daemon(pykka.ThreadingActor):
         except OSError as err:
             return False, f"{path}: cannot read: {err.strerror}"
         self.cltab = cltab
-        for name, ref in self.groups.items():
+        for name in list(self.groups):
             if not cltab.has_group(name) and name not in self.dropping:
                 log.info("group %s deleted from %s: halting it", name, path)
                 self.dropping.add(name)
-                ref.tell(("halt",))
+                self._send(name, ("halt",))
         return True, f"{path} re-read"
 
     def shutdown(self) -> tuple[bool, str]:
         if not self.shutting_down:
             self.shutting_down = True
-            for ref in self.groups.values():
-                ref.tell(("halt",))
+            t = Timings.from_settings({**self.settings, **self.cltab.settings})
+            limit = t.term_delay + 2 * t.kill_delay + SHUTDOWN_GRACE
+            timers.after(limit, self.actor_ref, ("shutdown_timeout",))
+            for name in list(self.groups):
+                self._send(name, ("halt",))
             self._maybe_exit()
         return True, "all groups halting"
+
+    def _shutdown_timeout(self) -> None:
+        if self.on_exit is None:
+            return  # done in time
+        late = {n: str(s) for n, s in self.states.items() if s is not GroupState.CONFIGURED}
+        killed = _kill_children()
+        log.error("shutdown did not finish in time (groups %s): killed the process groups "
+                  "of children %s; exiting", late, killed)
+        self.clean = False
+        on_exit, self.on_exit = self.on_exit, None
+        on_exit()
 
     # -- group reports ---------------------------------------------------
 
@@ -161,6 +240,54 @@ class Daemon(pykka.ThreadingActor):
                 s is GroupState.CONFIGURED for s in self.states.values()):
             on_exit, self.on_exit = self.on_exit, None
             on_exit()
+
+
+SOCKET_VAR = "CLINIT_SOCKET"
+
+
+def _warn_of_orphans(socket_path: str) -> None:
+    """Log the processes a previous daemon on this socket left running (it was SIGKILLed)."""
+    needle = f"{SOCKET_VAR}={socket_path}".encode()
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in env:
+            found.append(int(name))
+    if found:
+        log.warning("processes started by an earlier daemon on %s still run, unmanaged: %s "
+                    "(a tell starts new copies: stop them first)", socket_path,
+                    " ".join(map(str, sorted(found))))
+
+
+def _kill_children() -> list[int]:
+    """SIGKILL the process group of every child of this process (not our own group)."""
+    me, own = os.getpid(), os.getpgrp()
+    killed = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid, pgrp = int(name), int(fields[1]), int(fields[2])
+        if ppid != me or fields[0] == b"Z":
+            continue
+        try:
+            if pgrp not in (own, 0):
+                os.killpg(pgrp, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
+    return killed
 
 
 def _become_subreaper() -> None:
@@ -191,6 +318,8 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         prepare_socket(conf["socket"])
     except (LiveDaemonError, OSError) as err:
         raise DaemonError(str(err)) from None
+    _warn_of_orphans(conf["socket"])
+    os.environ[SOCKET_VAR] = conf["socket"]  # children inherit it: see _warn_of_orphans
     os.makedirs(os.path.dirname(conf["clstat"]) or ".", mode=0o755, exist_ok=True)
 
     _become_subreaper()
@@ -215,8 +344,12 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         log.info("clinit daemon %d: cltab %s, socket %s, status %s",
                  os.getpid(), conf["cltab"], conf["socket"], conf["clstat"])
         server.serve()
-        log.info("all groups halted: exiting")
-        return 0
+        try:
+            clean = daemon_ref.proxy().clean.get(timeout=ANSWER_TIMEOUT)
+        except Exception:  # noqa: BLE001 - a dead daemon actor: not clean
+            clean = False
+        log.info("all groups halted: exiting" if clean else "exiting after an unclean shutdown")
+        return 0 if clean else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

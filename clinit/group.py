@@ -6,6 +6,16 @@ command), forgets them, then walks the level's entries in cltab order:
 new or changed entries start, `wait` and `test` entries block the walk
 until they finish, entries that already ran unchanged are skipped.
 Every transition goes to the listener as `("group", name, level, state)`.
+
+Faults.  A process actor that faults stops its own process and tells the
+group: the group turns FAILED (at once when settled, at CHECKING while
+it starts), and the next tell replaces that actor with a fresh one.  An
+exception inside the group actor itself is logged with the group's name
+and state, and the group halts every process it holds and ends FAILED
+(the level it was at stays on its status line); the next tell starts
+afresh.  A fault while halting is logged and the halt goes on.  These
+overrides are recorded in `transitions()` with the event "fault"; the
+table itself is the one of SPEC §4.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import pykka
 from . import reaper
 from .cltab import load_cltab
 from .fsm import ANY, Machine, row, to_dot
-from .process import Process, ProcessState, Timings
+from .process import Process, ProcessState, Timings, injected_fault
 
 __all__ = ["Group", "GroupState", "TABLE", "dot"]
 
@@ -70,13 +80,14 @@ def dot() -> str:
 class _Member:
     """What the group knows of one of its processes."""
 
-    __slots__ = ("entry", "ref", "state", "rc")
+    __slots__ = ("entry", "ref", "state", "rc", "faulted")
 
     def __init__(self, entry, ref):
         self.entry = entry
         self.ref = ref
         self.state = P.CONFIGURED
         self.rc = None
+        self.faulted = False  # its actor faulted: replaced on the next tell
 
 
 class Group(pykka.ThreadingActor):
@@ -105,6 +116,7 @@ class Group(pykka.ThreadingActor):
         self._walk: list = []  # entries still to walk
         self._blocked: tuple[str, bool] | None = None  # (urn, seen it start) of a wait/test
         self._faults: list[str] = []
+        self._fault_halt = False  # halting because the group itself faulted: end FAILED
 
     # -- public API (through a proxy) ----------------------------------
 
@@ -117,15 +129,20 @@ class Group(pykka.ThreadingActor):
         self._walk = []
         self._blocked = None
         self._faults = []
+        self._fault_halt = False
         self.machine.fire("tell")
         return "level transition started"
 
     def halt(self) -> str:
+        self._fault_halt = False
+        self._halt()
+        return "group halting"
+
+    def _halt(self) -> None:
         self._target = None
         self._walk = []
         self._blocked = None
         self.machine.fire("halt")
-        return "group halting"
 
     def state(self) -> GroupState:
         return self.machine.state
@@ -140,6 +157,12 @@ class Group(pykka.ThreadingActor):
     # -- messages --------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            self._receive(message)
+        except Exception as exc:  # noqa: BLE001 - the fault policy is the handler
+            self._fault(exc)
+
+    def _receive(self, message: Any) -> None:
         kind = message[0]
         if kind == "process":
             _, urn, _tag, state, rc = message
@@ -152,11 +175,15 @@ class Group(pykka.ThreadingActor):
             if self._stopping.get(urn) == token:
                 del self._stopping[urn]
                 if not self._stopping:
-                    self.machine.fire("stopped")
+                    self._all_stopped()
         elif kind == "fault":
             _, urn, tag, text = message
-            if urn in self._by_urn:
+            member = self._by_urn.get(urn)
+            if member is not None:
+                member.faulted = True
                 self._faults.append(f"{tag}: {text}")
+                if self.machine.state in (G.DONE, G.PASSED):
+                    self._force(G.FAILED)
         elif kind == "tell":
             self.tell(*message[1:])
         elif kind == "halt":
@@ -165,23 +192,66 @@ class Group(pykka.ThreadingActor):
             log.warning("group %s: unknown message %r", self.name, message)
 
     def on_transition(self, old, event, new) -> None:
+        if new is G.DONE:
+            injected_fault("group", self.name)
         if self.listener is not None:
             try:
                 self.listener.tell(("group", self.name, self.level, new))
             except pykka.ActorDeadError:
                 self.listener = None
 
+    def _force(self, new: GroupState, event: str = "fault") -> None:
+        """A transition outside the table (fault policy), logged like any other."""
+        old = self.machine.state
+        self.machine.state = new
+        self.machine.log.append((old, event, new))
+        self.on_transition(old, event, new)
+
+    def _fault(self, exc: BaseException) -> None:
+        state = self.machine.state
+        log.error("group %s failed in state %s: %s: %s; halting its processes",
+                  self.name, state, type(exc).__name__, exc, exc_info=exc)
+        self._faults.append(f"group: {type(exc).__name__}: {exc}")
+        if state is G.HALTING:
+            return  # the halt under way goes on
+        try:
+            self._fault_halt = True
+            self._halt()
+        except Exception:  # noqa: BLE001 - last resort: nothing may run unsupervised
+            log.exception("group %s: halting after the fault failed too: killing its processes",
+                          self.name)
+            self._drop_all()
+
+    def _drop_all(self) -> None:
+        for member in list(self._members.values()):
+            member.ref.stop(block=False)  # a Process kills its process group as it ends
+        self._members.clear()
+        self._by_urn.clear()
+        self._stopping.clear()
+        self._force(G.FAILED)
+
     def on_failure(self, exc_type, exc_value, tb) -> None:
-        log.error("group %s failed in state %s: %r; halting its processes",
+        # Only reached if pykka itself stops the actor (the handlers are guarded).
+        log.error("group %s died in state %s: %r; killing its processes",
                   self.name, self.machine.state, exc_value)
-        self._faults.append(f"group: {exc_type.__name__}: {exc_value}")
-        self.halt()
+        self._drop_all()
 
     def on_stop(self) -> None:
         for member in list(self._members.values()):
             member.ref.stop()
 
     # -- actions ---------------------------------------------------------
+
+    def _all_stopped(self) -> None:
+        if self.machine.state is G.HALTING and self._fault_halt:
+            self.dump()
+            self._force(G.FAILED)
+        else:
+            self.machine.fire("stopped")
+
+    @staticmethod
+    def _unwanted(member: _Member, entry) -> bool:
+        return entry is None or member.faulted or not member.entry.same_run(entry)
 
     def _stop_member(self, member: _Member) -> None:
         self._token += 1
@@ -191,17 +261,16 @@ class Group(pykka.ThreadingActor):
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
         for tag, member in self._members.items():
-            entry = wanted.get(tag)
-            if entry is None or not member.entry.same_run(entry):
+            if self._unwanted(member, wanted.get(tag)):
                 self._stop_member(member)
         if not self._stopping:
-            self.machine.fire("stopped")
+            self._all_stopped()
 
     def stop_all(self) -> None:
         for member in self._members.values():
             self._stop_member(member)
         if not self._stopping:
-            self.machine.fire("stopped")
+            self._all_stopped()
 
     def dump(self) -> None:
         """Forget the stopped processes the target level does not keep."""
@@ -209,8 +278,7 @@ class Group(pykka.ThreadingActor):
         if self._target is not None:
             wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
         for tag, member in list(self._members.items()):
-            entry = wanted.get(tag)
-            if entry is None or not member.entry.same_run(entry):
+            if self._unwanted(member, wanted.get(tag)):
                 del self._members[tag]
                 del self._by_urn[member.ref.actor_urn]
                 member.ref.stop(block=False)

@@ -6,6 +6,29 @@ of its own, learns of its exit from the SIGCHLD bridge, restarts it
 whole process group, SIGTERM `term_delay` seconds later, SIGKILL
 `kill_delay` seconds after that.  Every transition is reported to the
 listener (the Group) as `("process", urn, tag, state, rc)`.
+
+Leftovers.  A leader that exits may leave processes in its group (`once`
+entry `sleep 1000 & exit 0`, a `wait` script that starts a daemon).  The
+group's id is remembered while it has members; a later stop signals it
+with the same SIGINT/SIGTERM/SIGKILL ladder and ends when the group is
+empty (or `kill_delay` after the SIGKILL).  A pgid is only signalled when
+it is still provably ours: no Process started a new leader with that id
+since, the process with that id does not exist (our leader was reaped),
+and every member descends from this process (the daemon is a child
+subreaper, so orphans are re-parented to it).  A library user that is
+not a subreaper fails the last check: the leftovers are then logged and
+left alone.  A process that starts a session of its own (setsid) has left
+the group and is out of reach, as with any process-group based init.
+
+Faults.  An exception inside the actor (a bug, or an injected fault) is
+caught around every message: it is logged with the tag and the state,
+the group hears `("fault", urn, tag, text)`, and the actor stops its
+process with the ordinary ladder (state STOPPING, event "fault" in
+`transitions()`; CONFIGURED at once when nothing runs).  It never
+restarts it: the group turns FAILED and replaces the actor on the next
+tell.  `CLINIT_FAULT_INJECT=process:TAG` (or `group:NAME`) in the
+daemon's environment makes that actor raise once, when it first reaches
+a running state (group: DONE) -- for tests of this policy only.
 """
 
 from __future__ import annotations
@@ -13,6 +36,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import queue
 import signal
 import time
 from typing import Any, NamedTuple
@@ -22,9 +46,28 @@ import pykka
 from . import reaper, timers
 from .fsm import Machine, row, to_dot
 
-__all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot"]
+__all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot", "InjectedFault"]
 
 log = logging.getLogger("clinit.process")
+
+#: pgid -> urn of the Process whose leader created it (a pid reused as a new
+#: leader's pgid moves it to the new owner, so the old one never signals it)
+_pgid_owner: dict[int, str] = {}
+_LEFTOVER_WATCH_MAX = 256  # orphans of a leftover group watched at once for wakeups
+
+
+class InjectedFault(RuntimeError):
+    """Raised by CLINIT_FAULT_INJECT (tests of the actor-fault policy)."""
+
+
+_inject = {"value": os.environ.get("CLINIT_FAULT_INJECT") or None}
+
+
+def injected_fault(kind: str, name: str) -> None:
+    """Raise InjectedFault once if CLINIT_FAULT_INJECT names `kind:name`."""
+    if _inject["value"] is not None and _inject["value"] == f"{kind}:{name}":
+        _inject["value"] = None
+        raise InjectedFault(f"fault injected by CLINIT_FAULT_INJECT={kind}:{name}")
 
 
 class ProcessState(enum.Enum):
@@ -104,6 +147,10 @@ def dot() -> str:
 class Process(pykka.ThreadingActor):
     """One entry's process.  `Process.start(entry, ...)` returns an ActorRef."""
 
+    @staticmethod
+    def _create_actor_inbox():
+        return queue.SimpleQueue()  # lighter than queue.Queue: one per process adds up
+
     def __init__(self, entry, listener: pykka.ActorRef | None = None,
                  timings: Timings | dict | None = None, level: str | None = None):
         super().__init__()
@@ -115,20 +162,22 @@ class Process(pykka.ThreadingActor):
         self._pid: int | None = None  # the running child, if any
         self._pgid: int | None = None
         self.rc: int | None = None  # last exit code (negative: killed by that signal)
-        self._env = dict(os.environ, CLINIT_GROUP=entry.group, CLINIT_TAG=entry.tag,
-                         CLINIT_LEVEL=level if level is not None else "")
+        self.level = level if level is not None else ""
         self._gen = 0  # bumps on every stop, so stale timer messages are ignored
         self._stop_step = 0
         self._timer: int | None = None
         self._last_start = 0.0
         self._quick = 0  # restarts in a row that came under respawn_window
         self._down_token: Any = None  # acknowledge the stop that carried it
+        self._leftover: list[int] = []  # pgids of exited leaders whose groups had members
+        self._watched: set[int] = set()  # leftover orphans watched for their exit
+        self._stopping_leader = False  # the stop under way began with a live leader
 
     # -- public API (through a proxy) ----------------------------------
 
     def up(self) -> None:
         """The table's `start` event."""
-        self.machine.fire("start")
+        self._guarded(self.machine.fire, "start")
 
     def down(self, token: Any = None) -> None:
         """The table's `stop` event.
@@ -136,10 +185,14 @@ class Process(pykka.ThreadingActor):
         With a token, the listener hears `("stopped", urn, token)` once
         the process is CONFIGURED (at once if nothing runs).
         """
-        self._gen += 1
+        self._guarded(self._down, token)
+
+    def _down(self, token: Any) -> None:
         if token is not None:
             self._down_token = token
-        self.machine.fire("stop")
+        if self.machine.state is not S.STOPPING:  # a stop under way keeps its ladder going
+            self._gen += 1  # void the timers of what was under way (a respawn pause)
+            self.machine.fire("stop")
         self._ack_stop()
 
     def _ack_stop(self) -> None:
@@ -159,13 +212,21 @@ class Process(pykka.ThreadingActor):
     # -- messages --------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        self._guarded(self._receive, message)
+
+    def _receive(self, message: Any) -> None:
         kind = message[0]
         if kind == reaper.EXITED:
             _, pid, status = message
             if pid == self._pid:
                 self._pid = None
                 self.rc = os.waitstatus_to_exitcode(status)
+                if self.machine.state is not S.STOPPING:
+                    self._remember_leftover(self._pgid)
                 self.machine.fire("exited")
+            elif pid in self._watched:
+                self._watched.discard(pid)
+                self._check_leftovers()
         elif kind == "up":
             self.up()
         elif kind == "down":
@@ -178,6 +239,8 @@ class Process(pykka.ThreadingActor):
             log.warning("%s: unknown message %r", self.entry.tag, message)
 
     def on_transition(self, old, event, new) -> None:
+        if new in (S.DONE, S.RUNNING) and _inject["value"] is not None:
+            injected_fault("process", self.entry.tag)
         self._notify(("process", self.actor_urn, self.entry.tag, new, self.rc))
 
     def _notify(self, message: tuple) -> None:
@@ -187,22 +250,115 @@ class Process(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 self.listener = None
 
+    # -- faults ----------------------------------------------------------
+
+    def _guarded(self, handler, *args) -> None:
+        """Run a handler; an exception in it is a fault of this actor (see the module doc)."""
+        try:
+            handler(*args)
+        except Exception as exc:  # noqa: BLE001 - the policy below is the handler
+            self._fault(exc)
+
+    def _fault(self, exc: BaseException) -> None:
+        old = self.machine.state
+        log.error("process %s failed in state %s: %s: %s; stopping its process",
+                  self.entry.tag, old, type(exc).__name__, exc, exc_info=exc)
+        try:
+            self._notify(("fault", self.actor_urn, self.entry.tag, f"{type(exc).__name__}: {exc}"))
+            self._gen += 1  # timers of whatever was under way are void
+            timers.cancel(self._timer)
+            self._timer = None
+            new = S.STOPPING if self.alive() else S.CONFIGURED
+            self.machine.state = new
+            self.machine.log.append((old, "fault", new))
+            self._notify(("process", self.actor_urn, self.entry.tag, new, self.rc))
+            if new is S.STOPPING:
+                self.signal_group()
+            else:
+                self._forget_groups()
+                self._ack_stop()
+        except Exception:  # noqa: BLE001 - last resort: nothing may run unsupervised
+            log.exception("process %s: the graceful stop after the fault failed too: "
+                          "killing its process group", self.entry.tag)
+            self._kill_all()
+
     def on_failure(self, exc_type, exc_value, tb) -> None:
-        log.error("process %s failed in state %s: %r; stopping its process",
+        # Only reached if pykka itself stops the actor on an exception (the
+        # handlers are guarded): no ladder is possible any more.
+        log.error("process %s died in state %s: %r; killing its process group",
                   self.entry.tag, self.machine.state, exc_value)
         self._notify(("fault", self.actor_urn, self.entry.tag, f"{exc_type.__name__}: {exc_value}"))
-        old = self.machine.state
-        if self._pid is not None and old is not S.STOPPING:
-            self.machine.state = S.STOPPING
-            self.machine.log.append((old, "fault", S.STOPPING))
-            self.on_transition(old, "fault", S.STOPPING)
-            self.signal_group()
+        self._kill_all()
 
     def on_stop(self) -> None:
         # The actor ends: its process must not outlive it.
         timers.cancel(self._timer)
+        self._kill_all()
+
+    def _kill_all(self) -> None:
         if self._pgid is not None and self._pid is not None:
             _killpg(self._pgid, signal.SIGKILL)
+        for pgid in self._live_leftovers(watch=False):
+            _killpg(pgid, signal.SIGKILL)
+
+    # -- leftovers of exited leaders ---------------------------------------
+
+    def _remember_leftover(self, pgid: int | None) -> None:
+        """The leader of `pgid` was just reaped: keep the group if it has members."""
+        if pgid is None:
+            return
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            _release(pgid, self.actor_urn)  # empty: the id is free for anyone
+            return
+        if pgid not in self._leftover:
+            self._leftover.append(pgid)
+            log.info("%s: its leader exited, leaving processes in its group %d", self.entry.tag, pgid)
+
+    def _live_leftovers(self, watch: bool = True) -> list[int]:
+        """The remembered leftover groups that still have members and are provably ours.
+
+        With `watch`, orphans among the members (our children) are watched,
+        so that their exits wake us up.
+        """
+        live = []
+        for pgid in list(self._leftover):
+            members = None
+            if _pgid_owner.get(pgid) == self.actor_urn:
+                members = _members_of(pgid)
+            if not members:
+                if members is None:
+                    log.warning("%s: process group %d is no longer provably ours "
+                                "(pid reused, or we are not a child subreaper): not signalling it",
+                                self.entry.tag, pgid)
+                self._leftover.remove(pgid)
+                _release(pgid, self.actor_urn)
+                continue
+            live.append(pgid)
+            if watch:
+                me = os.getpid()
+                for pid, ppid in members:
+                    if ppid == me and pid not in self._watched \
+                            and len(self._watched) < _LEFTOVER_WATCH_MAX:
+                        self._watched.add(pid)
+                        reaper.watch(pid, self.actor_ref)
+        return live
+
+    def _check_leftovers(self) -> None:
+        """A leftover orphan exited: a stop without a leader ends when none is left."""
+        if self.machine.state is S.STOPPING and self._pid is None and not self._stopping_leader:
+            if not self._live_leftovers():
+                self.machine.fire("exited")
+
+    def _forget_groups(self) -> None:
+        if self._pid is None and self._pgid is not None:
+            _release(self._pgid, self.actor_urn)
+            self._pgid = None
+        for pgid in self._leftover:
+            _release(pgid, self.actor_urn)
+        self._leftover = []
+        self._watched.clear()
 
     # -- guards ----------------------------------------------------------
 
@@ -210,7 +366,7 @@ class Process(pykka.ThreadingActor):
         return self.entry.mode == "respawn"
 
     def alive(self) -> bool:
-        return self._pid is not None
+        return self._pid is not None or bool(self._live_leftovers(watch=False))
 
     # -- actions ---------------------------------------------------------
 
@@ -220,13 +376,16 @@ class Process(pykka.ThreadingActor):
     def exec(self) -> None:
         self._last_start = time.monotonic()
         try:
-            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", self.entry.command], self._env,
+            env = dict(os.environ, CLINIT_GROUP=self.entry.group, CLINIT_TAG=self.entry.tag,
+                       CLINIT_LEVEL=self.level)  # built per spawn: idle actors stay small
+            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", self.entry.command], env,
                                  file_actions=self._file_actions(), setsid=True,
                                  setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
         except OSError as err:
             self.machine.fire("execfailed", err)
             return
         self._pid = self._pgid = pid
+        _pgid_owner[pid] = self.actor_urn  # a reused id now names this new group only
         self.rc = None
         reaper.watch(pid, self.actor_ref)
         self.machine.fire("started")
@@ -267,24 +426,100 @@ class Process(pykka.ThreadingActor):
 
     def signal_group(self) -> None:
         self._stop_step = 0
-        _killpg(self._pgid, _STOP_SIGNALS[0])
+        self._stopping_leader = self._pid is not None
+        self._signal_all(_STOP_SIGNALS[0])
         self._timer = timers.after(self.timings.term_delay, self.actor_ref, ("timeout", self._gen))
+        self._check_leftovers()
+
+    def _signal_all(self, sig: int) -> None:
+        if self._pid is not None:
+            _killpg(self._pgid, sig)
+        for pgid in self._live_leftovers():
+            _killpg(pgid, sig)
 
     def escalate(self) -> None:
-        self._stop_step = min(self._stop_step + 1, len(_STOP_SIGNALS) - 1)
+        if self._stop_step == len(_STOP_SIGNALS) - 1:
+            # only a stop without a leader gets here: members we cannot see exit
+            # (not our children) or that do not die even of SIGKILL
+            log.warning("%s: processes left in its group(s) %s outlived SIGKILL by %s s: "
+                        "giving up on them", self.entry.tag, self._live_leftovers(watch=False),
+                        _num(self.timings.kill_delay))
+            self.machine.fire("exited")
+            return
+        self._stop_step += 1
         sig = _STOP_SIGNALS[self._stop_step]
         log.info("%s did not stop: sending %s", self.entry.tag, sig.name)
-        _killpg(self._pgid, sig)
-        if sig is signal.SIGTERM:
+        self._signal_all(sig)
+        if sig is signal.SIGTERM or not self._stopping_leader:
             self._timer = timers.after(self.timings.kill_delay, self.actor_ref, ("timeout", self._gen))
+        self._check_leftovers()
 
     def finish_stop(self) -> None:
         timers.cancel(self._timer)
         self._timer = None
         # The leader is gone; whatever is left of its process group (a
-        # background grandchild that ignored SIGINT) goes with it.
-        _killpg(self._pgid, signal.SIGKILL)
+        # background grandchild that ignored SIGINT) goes with it, and so do
+        # the groups of earlier leaders.
+        # (The leader was reaped a moment ago: its id cannot have been reused
+        # unless every member died and the kernel went round all pids since.)
+        if self._stopping_leader and _pgid_owner.get(self._pgid) == self.actor_urn:
+            _killpg(self._pgid, signal.SIGKILL)
+        for pgid in self._live_leftovers(watch=False):
+            _killpg(pgid, signal.SIGKILL)
+        self._stopping_leader = False
+        self._forget_groups()
         self._ack_stop()
+
+
+def _release(pgid: int, urn: str) -> None:
+    if _pgid_owner.get(pgid) == urn:
+        _pgid_owner.pop(pgid, None)
+
+
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, pgrp, session) of every process, zombies included."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def _members_of(pgid: int) -> list[tuple[int, int]] | None:
+    """(pid, ppid) of the members of `pgid` if it is provably a group this
+    process made ([] if it is empty, None if it is not ours any more).
+
+    Ours: the session leader `pgid` itself is gone (our leader was reaped;
+    a live process with that pid is a newcomer), and every member descends
+    from this process.  Cheap when the group is empty (one killpg).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except OSError:
+        return None
+    table = _proc_table()
+    if pgid in table:
+        return None
+    me = os.getpid()
+    members = [(pid, info[0]) for pid, info in table.items() if info[1] == pgid]
+    for pid, ppid in members:
+        for _ in range(64):  # walk up to us
+            if ppid == me:
+                break
+            if ppid not in table or ppid <= 1:
+                return None
+            ppid = table[ppid][0]
+        else:
+            return None
+    return members
 
 
 def _killpg(pgid: int | None, sig: int) -> None:

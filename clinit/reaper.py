@@ -12,6 +12,11 @@ never lost: in reap-all mode (the daemon, which owns every child) the
 status is held until the owner registers; in watched mode (a library
 user's process, which may have children of its own) the zombie simply
 waits until `watch` reaps it.
+
+A message that raises inside the Reaper is logged and dropped, and the
+bridge goes on reaping (a dead bridge would leave zombies); if it is
+ever found dead anyway, `ensure`/`watch` start a new one in the mode the
+last one had.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ class Reaper(pykka.ThreadingActor):
         self.held: collections.OrderedDict[int, int] = collections.OrderedDict()
 
     def on_receive(self, message):
+        try:
+            self._receive(message)
+        except Exception:  # noqa: BLE001 - the bridge must outlive any bad message
+            log.exception("SIGCHLD bridge: failed on %r (watching %d pids, holding %d exits); "
+                          "carrying on", message, len(self.owners), len(self.held))
+
+    def _receive(self, message):
         kind = message[0]
         if kind == "sigchld":
             self._reap()
@@ -63,6 +75,8 @@ class Reaper(pykka.ThreadingActor):
         elif kind == "reap_all":
             self.reap_all = message[1]
             self._reap()
+        else:
+            log.warning("SIGCHLD bridge: unknown message %r", message)
 
     # -- reaping -------------------------------------------------------
 
@@ -125,6 +139,7 @@ class Reaper(pykka.ThreadingActor):
 
 class _State:
     ref: pykka.ActorRef | None = None
+    reap_all = False  # the mode of the running bridge, kept for a restart
     lock = threading.Lock()
     handlers: dict[int, object] = {}  # signum -> callable(signum), run on the signal thread
     thread: threading.Thread | None = None
@@ -203,9 +218,12 @@ def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
                         "clinit's SIGCHLD bridge must first be started from the main "
                         "thread (create a Process, Group or daemon there first)")
                 _install(signal.SIGCHLD, _sigchld)
-            ref = Reaper.start(bool(reap_all))
+            if reap_all is not None:
+                _state.reap_all = bool(reap_all)
+            ref = Reaper.start(_state.reap_all)
             _state.ref = ref
         elif reap_all is not None:
+            _state.reap_all = bool(reap_all)
             ref.tell(("reap_all", reap_all))
     ref.tell(_SIGCHLD)  # collect anything that exited before we listened
     return ref
