@@ -1,0 +1,168 @@
+"""Faults to survive: cltab changed under a running daemon (issue 3, part B).
+
+Edited in place, replaced by a rename, made invalid, deleted, or made
+unreadable while groups run: the running groups are untouched (same
+pids, same status), the next tell gets a clear error, and the daemon
+recovers as soon as the file is fixed.
+
+Root reads a file whatever its mode (chmod 000 stops nobody here), so
+"unreadable" is a directory put in the file's place.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from clinit.client import Client
+from conftest import wait_for
+
+FAST = {"term_delay": 0.2, "kill_delay": 0.2}
+TABLE = """\
+a:a1:1:respawn:exec sleep 1000
+a:a2:1:once:exec sleep 1000
+b:b1:1:respawn:exec sleep 1000
+"""
+
+
+def group_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"CLINIT_TAG="):
+                    return item.split(b"=", 1)[1].decode()
+    except OSError:
+        pass
+    return ""
+
+
+def snapshot(d) -> tuple:
+    """What must not change: every child (pid -> tag) and the status lines."""
+    return {pid: group_of(pid) for pid in d.children()}, d.status()
+
+
+@pytest.fixture
+def running(make_daemon):
+    d = make_daemon(TABLE, **FAST)
+    d.tell("a", "1")
+    d.tell("b", "1")
+    d.wait_state("a", "1", "DONE")
+    d.wait_state("b", "1", "DONE")
+    wait_for(lambda: len(d.children()) == 3)
+    return d
+
+
+def full_text(d, table: str) -> str:
+    """The cltab text `d.write(table)` would write (settings included)."""
+    head = "".join(f":::{k}:{v}\n" for k, v in d.settings.items())
+    return head + table
+
+
+def client(d) -> Client:
+    """A client that does not need cltab to find the socket (cltab may be broken)."""
+    return Client(cltab=str(d.cltab), socket=str(d.socket))
+
+
+def assert_untouched(d, before) -> None:
+    assert snapshot(d) == before
+    assert d.proc.poll() is None
+    assert client(d).request("ping")[0]
+
+
+def assert_refused_everywhere(d, before, says: str) -> None:
+    """The next tell, a reread and SIGHUP all see the error; nothing changes."""
+    ok, answer = client(d).request("tell", group="a", level="1")
+    assert not ok and says in answer, answer
+    ok, answer = client(d).request("reread")
+    assert not ok and says in answer, answer
+    cli = d.cli("-s", d.socket, "a", "1")
+    assert cli.returncode == 1 and says in cli.stderr, cli
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"SIGHUP: {str(d.cltab)}" in d.log_text() and says in d.log_text())
+    assert_untouched(d, before)
+
+
+def assert_recovers(d, before) -> None:
+    """Fixed with the same entries: tells work again and nothing restarts."""
+    assert client(d).tell("a", "1") == "level transition started"
+    d.wait_state("a", "1", "DONE")
+    assert client(d).tell("b", "1") == "level transition started"
+    d.wait_state("b", "1", "DONE")
+    assert_untouched(d, before)
+
+
+# -- edited or replaced while groups run: untouched until told ------------------------------
+
+def test_a_cltab_edited_in_place_changes_nothing_until_the_next_tell(running):
+    d = running
+    before = snapshot(d)
+    inode = os.stat(d.cltab).st_ino
+    # same size, same second: only the nanoseconds and the content differ
+    text = full_text(d, TABLE.replace("a:a1:1:respawn:exec sleep 1000",
+                                      "a:a1:1:respawn:exec sleep 2000"))
+    with open(d.cltab, "r+") as f:
+        f.write(text)
+    assert os.stat(d.cltab).st_ino == inode
+    assert_untouched(d, before)
+    old_a1 = [pid for pid, tag in before[0].items() if tag == "a1"]
+    assert d.tell("a", "1") == "level transition started"
+    # the changed entry is restarted; the others keep their pids
+    wait_for(lambda: len(d.children()) == 3 and not set(old_a1) & set(d.children()))
+    d.wait_state("a", "1", "DONE")
+    kept = {pid: tag for pid, tag in before[0].items() if tag != "a1"}
+    assert {pid: tag for pid, tag in snapshot(d)[0].items() if tag != "a1"} == kept
+
+
+def test_a_cltab_replaced_by_a_rename_changes_nothing_until_the_next_tell(running):
+    d = running
+    before = snapshot(d)
+    d.write(TABLE + "a:a3:1:once:exec sleep 1000\n")
+    assert_untouched(d, before)
+    assert d.tell("a", "1") == "level transition started"
+    wait_for(lambda: len(d.children()) == 4)
+    d.wait_state("a", "1", "DONE")
+    assert set(before[0]) < set(d.children())  # a1, a2 and b1 kept their pids
+
+
+# -- broken while groups run: a clear error, nothing changes, recovery when fixed --------------
+
+def test_an_invalid_cltab_is_refused_with_file_and_line_and_changes_nothing(running):
+    d = running
+    before = snapshot(d)
+    d.write(TABLE + "a:a3:1:sometimes:true\n")
+    line = len(full_text(d, TABLE + "x\n").splitlines())
+    assert_refused_everywhere(d, before, f"{d.cltab}:{line}:")
+    d.write(TABLE)
+    assert_recovers(d, before)
+
+
+def test_a_deleted_cltab_is_refused_as_unreadable_and_changes_nothing(running):
+    d = running
+    before = snapshot(d)
+    os.unlink(d.cltab)
+    assert_refused_everywhere(d, before, f"{d.cltab}: cannot read: No such file or directory")
+    d.write(TABLE)
+    assert_recovers(d, before)
+
+
+def test_an_unreadable_cltab_is_refused_and_changes_nothing(running):
+    d = running
+    before = snapshot(d)
+    os.unlink(d.cltab)
+    os.mkdir(d.cltab)  # root reads any file: a directory is what it cannot read
+    assert_refused_everywhere(d, before, f"{d.cltab}: cannot read: Is a directory")
+    os.rmdir(d.cltab)
+    d.write(TABLE)
+    assert_recovers(d, before)
+
+
+def test_an_emptied_cltab_is_valid_and_halts_the_groups_it_no_longer_has(running):
+    # Not a fault but the edge of one: a truncated file is a valid, empty table.
+    # Its groups were deleted, so they are halted -- write cltab by rename.
+    d = running
+    d.write("")
+    ok, answer = client(d).request("tell", group="a", level="1")
+    assert not ok and answer == "no such group: a"
+    wait_for(lambda: d.status() == "" and not d.children())
