@@ -283,3 +283,54 @@ def test_clients_that_hang_up_before_the_answer_do_not_hurt_the_daemon(make_daem
     assert d.children() == child
     assert d.status("web", "run") == "DONE"
     assert d.stop() == 0 and d.proc.returncode != -signal.SIGPIPE
+
+
+# -- many whole requests while the daemon is slow to answer ----------------------------------
+
+def test_requests_waiting_on_a_slow_daemon_hold_no_more_than_the_worker_threads(tmp_path):
+    # The listener alone, in this process, with a daemon that answers only when let.
+    from clinit.server import Server
+
+    let_go, inside, lock = threading.Event(), [0], threading.Lock()
+    most = [0]
+
+    def slow_dispatch(request):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        let_go.wait(30)
+        with lock:
+            inside[0] -= 1
+        return True, "pong"
+
+    server = Server(str(tmp_path / "s.sock"), slow_dispatch)
+    loop = threading.Thread(target=server.serve)
+    loop.start()
+    threads_before = threading.active_count()
+    replies = []
+    try:
+        def client():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            with sock:
+                sock.connect(server.path)
+                sock.sendall(encode_request("ping"))
+                replies.append(answer_of(sock))
+
+        clients = [threading.Thread(target=client) for _ in range(40)]
+        for t in clients:
+            t.start()
+        wait_for(lambda: inside[0] == WORKERS)
+        workers = threading.active_count() - threads_before - len(clients)
+        assert workers == WORKERS
+        let_go.set()
+        for t in clients:
+            t.join()
+    finally:
+        let_go.set()
+        server.wake()
+        loop.join()
+        server.server_close()
+    assert replies == [(True, "pong")] * 40
+    assert most[0] == WORKERS
+    wait_for(lambda: threading.active_count() == threads_before - 1)  # the loop ended too

@@ -1,0 +1,179 @@
+"""Load and soak: many clients at once against a daemon running 200 processes,
+and thousands of respawns, with the daemon's threads, open files and memory
+measured before and after (run `pytest -s` to see the figures; they are
+also written to $TMPDIR/clinit-figures/*.json for the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from conftest import wait_for
+from proc_figures import figures
+
+from clinit.fsm import LOG_MAX
+from clinit.protocol import decode_response, encode_request
+from clinit.server import WORKERS
+
+FIGURES = Path(tempfile.gettempdir()) / "clinit-figures"
+PROCESSES = 200
+CLIENTS, REQUESTS = 50, 100
+RESPAWNS = 10_000
+RESPAWNERS = 8  # entries respawning side by side
+WARM_UP = RESPAWNERS * (LOG_MAX // 3 + 50)  # three transitions a respawn
+
+
+def report(name: str, data: dict) -> None:
+    print(f"\n{name}: " + json.dumps(data, indent=1))
+    FIGURES.mkdir(exist_ok=True)
+    (FIGURES / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+class Sampler:
+    """Samples a process's figures in the background; keeps the highest of each."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        while True:
+            for key, value in figures(self.pid).items():
+                self.peak[key] = max(value, self.peak.get(key, 0))
+            if self._stop.wait(0.02):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def ask(path: str, data: bytes) -> tuple[bool, str]:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(path)
+        sock.sendall(data)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return decode_response(reply)
+
+
+def requests_and_answers(daemon_pid: int, cltab: str):
+    """Five kinds of request and a check of each answer."""
+    return [
+        (encode_request("ping"),
+         lambda ok, text: ok and text.startswith(f"clinit daemon {daemon_pid} ")),
+        (encode_request("tell", group="farm", level="run"),
+         lambda ok, text: ok and text == "level transition started"),
+        (encode_request("tell", group="nosuch", level="run"),
+         lambda ok, text: not ok and text == "no such group: nosuch"),
+        (b'{"cmd": "tell", "group": "farm", "level": "run;reboot"}\n',
+         lambda ok, text: not ok and text.startswith("bad level name 'run;reboot'")),
+        (encode_request("reread"),
+         lambda ok, text: ok and text == f"{cltab} unchanged"),
+    ]
+
+
+def test_fifty_clients_of_a_hundred_requests_each_are_all_answered_right(make_daemon):
+    farm = "".join(f"farm:p{i}:run:respawn:exec sleep 1000\n" for i in range(PROCESSES))
+    d = make_daemon(farm)
+    assert d.tell("farm", "run") == "level transition started"
+    d.wait_state("farm", "run", "DONE", timeout=60)
+    wait_for(lambda: len(d.children()) == PROCESSES, timeout=60)
+    children = sorted(d.children())
+    path = d.client().conf("socket")
+    kinds = requests_and_answers(d.proc.pid, str(d.cltab))
+    for data, right in kinds * 4:  # warm up: every code path once
+        assert right(*ask(path, data))
+    wait_for(lambda: d.status("farm", "run") == "DONE")
+    start = figures(d.proc.pid)
+
+    wrong, errors, answered = [], [], [0]
+    lock = threading.Lock()
+
+    def client(n: int):
+        for i in range(REQUESTS):
+            data, right = kinds[(n + i) % len(kinds)]
+            try:
+                ok, text = ask(path, data)
+            except Exception as err:  # noqa: BLE001 - counted and shown below
+                with lock:
+                    errors.append(repr(err))
+                continue
+            with lock:
+                answered[0] += 1
+                if not right(ok, text):
+                    wrong.append((data, ok, text))
+
+    with Sampler(d.proc.pid) as sampler:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    d.wait_state("farm", "run", "DONE", timeout=60)
+    wait_for(lambda: figures(d.proc.pid)["threads"] <= start["threads"])
+    wait_for(lambda: figures(d.proc.pid)["fds"] <= start["fds"])
+    end = figures(d.proc.pid)
+    report("load", {"processes": PROCESSES, "clients": CLIENTS, "requests_each": REQUESTS,
+                    "answered": answered[0], "wrong": len(wrong), "errors": len(errors),
+                    "start": start, "peak": sampler.peak, "end": end})
+    assert not errors, errors[:5]
+    assert not wrong, wrong[:5]
+    assert answered[0] == CLIENTS * REQUESTS
+    assert sorted(d.children()) == children  # no process lost, restarted or added
+    assert end["threads"] <= start["threads"] and end["fds"] <= start["fds"]
+    assert sampler.peak["threads"] <= start["threads"] + WORKERS
+    assert sampler.peak["fds"] <= start["fds"] + CLIENTS + 2
+    assert end["rss_kb"] - start["rss_kb"] < 8 * 1024, (start, end)
+
+
+def test_ten_thousand_respawns_leave_no_growth_in_memory_threads_or_files(make_daemon, tmp_path):
+    count = tmp_path / "count"
+    entries = "".join(f"soak:r{i}:run:respawn:printf . >> {count}; exit 0\n"
+                      for i in range(RESPAWNERS))
+    d = make_daemon(entries, respawn_limit=1_000_000_000)
+
+    def respawns() -> int:
+        try:
+            return count.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    assert d.tell("soak", "run") == "level transition started"
+    # warm up: every process actor's transition log (fsm.LOG_MAX) gets full
+    wait_for(lambda: respawns() >= WARM_UP, timeout=60)
+    start = figures(d.proc.pid)
+    counted_at_start = respawns()
+    with Sampler(d.proc.pid) as sampler:
+        wait_for(lambda: respawns() >= counted_at_start + RESPAWNS, timeout=120)
+    running = figures(d.proc.pid)
+    done = respawns()
+    assert d.tell("soak", "off") == "level transition started"
+    d.wait_state("soak", "off", "DONE", timeout=30)
+    wait_for(lambda: not d.children())
+    end = figures(d.proc.pid)
+    report("soak", {"respawns_measured": done - counted_at_start, "respawns_total": done,
+                    "entries": RESPAWNERS, "start": start, "peak": sampler.peak,
+                    "running_at_end": running, "after_stop": end})
+    assert "respawning too rapidly" not in d.log_text()
+    assert running["threads"] == start["threads"] and end["threads"] <= start["threads"]
+    assert running["fds"] <= start["fds"] and end["fds"] <= start["fds"]
+    assert sampler.peak["fds"] <= start["fds"] + 2 * RESPAWNERS
+    assert running["rss_kb"] - start["rss_kb"] < 1024, (start, running)
