@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 
-from conftest import wait_for
+from clinit.process import _members_of
+from conftest import ROOT, wait_for
 
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 
@@ -281,3 +284,43 @@ def test_a_respawn_entry_exiting_at_once_forever_is_throttled_without_burning_cp
     assert d.client().request("ping")[0]
     d.wait_state("g", "1", "DONE")
     assert len(re.findall(r"respawning too rapidly", d.log_text())) >= 2
+
+
+# -- the guard against signalling a group that is not ours any more ----------------------------
+
+SUBREAPER_PROBE = r"""
+import ctypes, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from clinit.process import _members_of
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, like the daemon
+leader = subprocess.Popen(["/bin/sh", "-c", "sleep 1000 & exit 0"], start_new_session=True)
+leader.wait()
+members = _members_of(leader.pid)
+print(len(members), all(ppid == os.getpid() for _, ppid in members))
+os.killpg(leader.pid, 9)
+for pid, _ in members:
+    os.waitpid(pid, 0)
+print(_members_of(leader.pid))
+"""
+
+
+def test_a_leftover_group_is_signalled_only_while_it_is_provably_ours():
+    # ours: a subreaper (the daemon) adopted the orphan of a leader it reaped
+    probe = subprocess.run([sys.executable, "-c", SUBREAPER_PROBE, str(ROOT)],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.stdout.split("\n")[:2] == ["1 True", "[]"], probe
+    # not ours: the orphan went to init (this process is no subreaper)
+    leader = subprocess.Popen(["/bin/sh", "-c", "sleep 1000 & exit 0"], start_new_session=True)
+    leader.wait()
+    try:
+        assert _members_of(leader.pid) is None
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+    # not ours: a live process holds the id (it was reused)
+    live = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        assert _members_of(live.pid) is None
+    finally:
+        live.kill()
+        live.wait()
+    assert _members_of(live.pid) == []  # an empty group: nothing to signal
