@@ -176,7 +176,7 @@ class Server(socketserver.UnixStreamServer):
                             return
                         if key.data is _LISTEN:
                             self._accept()
-                        else:
+                        elif self._owns(key.data):  # not closed earlier in this batch
                             self._read(key.data)
                     self._expire()
             finally:
@@ -190,6 +190,10 @@ class Server(socketserver.UnixStreamServer):
         if not deadlines:
             return None
         return min(max(0.0, min(deadlines) - now), 3600.0)  # epoll takes at most ~24 days
+
+    def _owns(self, conn: _Conn) -> bool:
+        with self._lock:
+            return conn.reading and self._conns.get(conn.fd) is conn
 
     def _reading(self) -> list[_Conn]:
         with self._lock:
@@ -300,14 +304,18 @@ class Server(socketserver.UnixStreamServer):
                             f"timed out waiting for a request ({self.idle_timeout:g} s)")
 
     def _close(self, conn: _Conn, ok: bool | None = None, text: str = "") -> None:
-        """Close a connection the loop owns, answering first if `ok` is given."""
+        """Close a connection the loop owns, answering first if `ok` is given.
+
+        Its fd number may already belong to a newer connection (closed and
+        reused in one batch of events): only this connection's entries go.
+        """
         with self._lock:
-            self._conns.pop(conn.fd, None)
+            if self._conns.get(conn.fd) is conn:
+                del self._conns[conn.fd]
         if self._selector is not None:
-            try:
+            key = self._selector.get_map().get(conn.fd)
+            if key is not None and key.data is conn:
                 self._selector.unregister(conn.fd)
-            except (KeyError, ValueError):
-                pass
         if ok is not None:
             _say(conn.sock, ok, text)
         conn.sock.close()
