@@ -16,6 +16,8 @@ Limits, so that no client, broken or hostile, can hurt the daemon:
   daemon is busy and closed to make room (so idle connections can never
   lock out a client that sends its request at once); if every open
   connection already has its request in, the newcomer is told busy.
+  Running out of file descriptors (EMFILE) is met the same way; with
+  nothing to evict, the listener rests briefly instead of spinning.
 - Reading happens in `serve()`'s select loop, so a waiting connection
   costs a file descriptor, not a thread.  A complete request is handed
   to at most WORKERS short-lived threads, which ask the Daemon actor
@@ -136,6 +138,7 @@ class Server(socketserver.UnixStreamServer):
         self._idle = threading.Condition(self._lock)
         self._selector: selectors.BaseSelector | None = None
         self._listen_paused_until = 0.0
+        self._next_fd_warning = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
@@ -207,7 +210,10 @@ class Server(socketserver.UnixStreamServer):
                 return
             except OSError as err:
                 if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._pause_listening(err)
+                    self._short_of_files(err)
+                    if self._evict_oldest():
+                        continue  # a waiting connection made room: accept again
+                    self._pause_listening()
                 elif err.errno != errno.ECONNABORTED:
                     log.error("accept: %s", err)
                 return
@@ -216,24 +222,37 @@ class Server(socketserver.UnixStreamServer):
             except OSError:
                 sock.close()
 
-    def _pause_listening(self, err: OSError) -> None:
+    def _short_of_files(self, err: OSError) -> None:
+        now = time.monotonic()
+        if now >= self._next_fd_warning:  # once a minute at most: a flood must not flood the log
+            self._next_fd_warning = now + 60.0
+            log.error("cannot accept a client: %s (the oldest waiting client makes room, "
+                      "or the listener rests %g s)", err.strerror, _EMFILE_PAUSE)
+
+    def _pause_listening(self) -> None:
         # The listener stays readable while we cannot accept: without a
         # rest, select() would spin.  Resume at the next deadline.
-        log.error("cannot accept a client (%s): resting %g s", err.strerror, _EMFILE_PAUSE)
         self._selector.unregister(self.fileno())
         self._listen_paused_until = time.monotonic() + _EMFILE_PAUSE
+
+    def _evict_oldest(self) -> bool:
+        """Close the oldest connection still sending its request, telling it
+        the daemon is busy; False if there is none."""
+        with self._lock:
+            victim = next((c for c in self._conns.values() if c.reading), None)
+        if victim is None:
+            return False
+        self._close(victim, False, "daemon busy: too many clients")
+        return True
 
     def _admit(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         with self._lock:
             full = len(self._conns) >= self.max_clients
-            victim = next((c for c in self._conns.values() if c.reading), None) if full else None
-        if full:
-            if victim is None:  # every client already waits for its answer
-                _say(sock, False, "daemon busy: too many clients")
-                sock.close()
-                return
-            self._close(victim, False, "daemon busy: too many clients")
+        if full and not self._evict_oldest():  # every client already waits for its answer
+            _say(sock, False, "daemon busy: too many clients")
+            sock.close()
+            return
         conn = _Conn(sock, time.monotonic() + self.idle_timeout, self.allowed(sock))
         with self._lock:
             self._conns[conn.fd] = conn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -248,6 +249,21 @@ def test_a_thousand_connections_at_once_are_told_busy_while_others_are_still_ser
     wait_for(lambda: figures(d.proc.pid)["threads"] <= start["threads"])
     others_are_served(d)
     assert snapshot(d) == before
+
+
+def test_a_daemon_out_of_file_descriptors_says_so_and_still_serves_a_client(make_daemon):
+    d = running(make_daemon, idle_timeout=60)
+    in_use = figures(d.proc.pid)["fds"]
+    resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (in_use + 4, in_use + 4))
+    flood = [connect(d) for _ in range(30)]  # more than it has descriptors for
+    try:
+        wait_for(lambda: "cannot accept a client: " in d.log_text())
+        others_are_served(d)  # the oldest silent connection made room
+        assert d.proc.poll() is None
+    finally:
+        for sock in flood:
+            sock.close()
+    others_are_served(d)
 
 
 # -- clients that go away before the answer -------------------------------------------------
