@@ -294,6 +294,9 @@ class Process(pykka.ThreadingActor):
         # The actor ends: its process must not outlive it.
         timers.cancel(self._timer)
         self._kill_all()
+        for pgid in (self._pgid, *self._leftover):
+            if pgid is not None:
+                _release(pgid, self.actor_urn)
 
     def _kill_all(self) -> None:
         if self._pgid is not None and self._pid is not None:
