@@ -254,7 +254,7 @@ def test_a_shutdown_that_cannot_finish_kills_what_is_left_and_is_not_clean(daemo
     instance(group).stop_all = lambda: None  # a group that never halts
     assert ask(ref, "shutdown") == (True, "all groups halting")
     wait_for(lambda: exits)
-    assert gone(pid)
+    wait_for(lambda: gone(pid))  # SIGKILLed
     assert instance(ref).clean is False
     assert "shutdown did not finish in time" in caplog.text
 

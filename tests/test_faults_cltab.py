@@ -27,7 +27,7 @@ b:b1:1:respawn:exec sleep 1000
 """
 
 
-def group_of(pid: int) -> str:
+def tag_of(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             for item in f.read().split(b"\0"):
@@ -40,7 +40,7 @@ def group_of(pid: int) -> str:
 
 def snapshot(d) -> tuple:
     """What must not change: every child (pid -> tag) and the status lines."""
-    return {pid: group_of(pid) for pid in d.children()}, d.status()
+    return {pid: tag_of(pid) for pid in d.children()}, d.status()
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def running(make_daemon):
     d.tell("b", "1")
     d.wait_state("a", "1", "DONE")
     d.wait_state("b", "1", "DONE")
-    wait_for(lambda: len(d.children()) == 3)
+    # (a child just spawned may show the daemon's environment until it execs)
+    wait_for(lambda: len(d.children()) == 3 and all(snapshot(d)[0].values()))
     return d
 
 
@@ -109,7 +110,8 @@ def test_a_cltab_edited_in_place_changes_nothing_until_the_next_tell(running):
     old_a1 = [pid for pid, tag in before[0].items() if tag == "a1"]
     assert d.tell("a", "1") == "level transition started"
     # the changed entry is restarted; the others keep their pids
-    wait_for(lambda: len(d.children()) == 3 and not set(old_a1) & set(d.children()))
+    wait_for(lambda: len(d.children()) == 3 and not set(old_a1) & set(d.children())
+             and all(snapshot(d)[0].values()))
     d.wait_state("a", "1", "DONE")
     kept = {pid: tag for pid, tag in before[0].items() if tag != "a1"}
     assert {pid: tag for pid, tag in snapshot(d)[0].items() if tag != "a1"} == kept

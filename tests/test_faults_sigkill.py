@@ -49,12 +49,19 @@ def sigkilled(make_daemon):
     d = make_daemon(TABLE, heartbeat=0.1, **FAST)
     d.tell("g", "1")
     d.wait_state("g", "1", "DONE")
-    wait_for(lambda: len(d.children()) == 2)
-    leaders = d.children()
-    sessions = {pid: int(stat_fields(pid)[3]) for pid in leaders}
-    family = [int(name) for name in os.listdir("/proc") if name.isdigit()
-              and stat_fields(int(name)) and int(stat_fields(int(name))[3]) in sessions.values()]
-    assert len(family) == 3  # two leaders and b's background sleep
+
+    def family_now():
+        """The leaders and everything in their sessions, once each leads its own."""
+        leaders = d.children()
+        sessions = {pid: int(stat_fields(pid)[3]) for pid in leaders if stat_fields(pid)}
+        if len(leaders) != 2 or any(sid != pid for pid, sid in sessions.items()):
+            return None
+        family = [int(name) for name in os.listdir("/proc") if name.isdigit()
+                  and stat_fields(int(name)) and int(stat_fields(int(name))[3]) in sessions]
+        return (leaders, sessions, family) if len(family) == 3 else None
+
+    # two leaders, each in a session of its own, and b's background sleep
+    leaders, sessions, family = wait_for(family_now)
     d.proc.send_signal(signal.SIGKILL)
     assert d.proc.wait(timeout=10) == -signal.SIGKILL
     return d, leaders, sessions, family

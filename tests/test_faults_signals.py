@@ -89,7 +89,8 @@ def test_sighup_rereads_cltab_and_halts_a_deleted_group_only(make_daemon):
     d.tell("b", "1")
     d.wait_state("a", "1", "DONE")
     d.wait_state("b", "1", "DONE")
-    wait_for(lambda: len(d.children()) == 2)
+    # (a child just spawned may show the daemon's environment until it execs)
+    wait_for(lambda: len(d.children()) == 2 and all(_group_of(pid) for pid in d.children()))
     from_a = [pid for pid in d.children() if _group_of(pid) == b"a"]
     d.write("""
         a:keep:1:respawn:exec sleep 1000
