@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -132,16 +133,21 @@ def test_hundreds_of_children_killed_at_once_are_all_noticed_and_reaped(make_dae
     d.tell("storm", "1")
     d.wait_state("storm", "1", "DONE", timeout=60)
     first = wait_for(lambda: len(d.children()) == STORM and set(d.children()), timeout=60)
+    began = time.monotonic()
     for pid in first:  # every leader leads its own group: killpg each, back to back
         os.killpg(pid, signal.SIGKILL)
     # every exit noticed: each entry is respawned, none with an old pid, no zombie left
     wait_for(lambda: len(d.children()) == STORM and not set(d.children()) & first
              and not zombies_of(d.proc.pid), timeout=60)
+    respawned = time.monotonic() - began
     assert d.client().request("ping")[0]
     # and a shutdown stops all of them at once (a second storm) and reaps every one
     second = set(d.children())
+    began = time.monotonic()
     assert d.client().shutdown() == "all groups halting"
     assert d.proc.wait(timeout=60) == 0
+    print(f"\n{STORM} children SIGKILLed at once: all respawned, no zombie, in {respawned:.2f} s; "
+          f"shutdown of {STORM}: {time.monotonic() - began:.2f} s")
     assert all(gone(pid) for pid in second)
 
 
