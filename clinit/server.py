@@ -12,10 +12,12 @@ Limits, so that no client, broken or hostile, can hurt the daemon:
   it timed out and is closed.
 - `max_clients` connections open at once (setting `max_clients`, default
   MAX_CLIENTS).  When a new one arrives at the limit, the oldest
-  connection that has not finished sending its request is told the
-  daemon is busy and closed to make room (so idle connections can never
-  lock out a client that sends its request at once); if every open
-  connection already has its request in, the newcomer is told busy.
+  connection that has not finished sending its request, if it has had
+  EVICT_AFTER seconds to do so, is told the daemon is busy and closed to
+  make room: idle connections can never lock out a client that sends its
+  request at once.  Otherwise (every open connection has its request in,
+  or has only just connected) newcomers wait in the listen backlog
+  (REQUEST_QUEUE_SIZE deep) until a slot frees: none is refused.
   Running out of file descriptors (EMFILE) is met the same way; with
   nothing to evict, the listener rests briefly instead of spinning.
 - Reading happens in `serve()`'s select loop, so a waiting connection
@@ -49,7 +51,7 @@ import time
 from . import protocol
 
 __all__ = ["Server", "prepare_socket", "LiveDaemonError", "MAX_CLIENTS", "IDLE_TIMEOUT",
-           "ANSWER_TIMEOUT", "WORKERS"]
+           "EVICT_AFTER", "ANSWER_TIMEOUT", "WORKERS"]
 
 log = logging.getLogger("clinit.server")
 
@@ -57,12 +59,15 @@ MAX_CLIENTS = 64  # connections open at once
 IDLE_TIMEOUT = 5.0  # seconds a client may take, in all, to send its request
 ANSWER_TIMEOUT = 30.0  # seconds the daemon actor may take to answer
 WORKERS = 4  # threads asking the daemon actor and sending answers, at most
+REQUEST_QUEUE_SIZE = 1024  # listen backlog (the kernel caps it at net.core.somaxconn)
 _FD_RESERVE = 64  # file descriptors kept for everything but clients
+EVICT_AFTER = 0.1  # seconds a connection has to send its request before it may be evicted
 _ACCEPT_BURST = 64  # connections accepted per wake-up, so reads are not starved
 _EMFILE_PAUSE = 0.1  # seconds the listener rests when the process is out of fds
 
 _FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
 _LISTEN, _WAKE = "listen", "wake"
+_QUIT, _ROOM = b"q", b"r"  # bytes on the wake pipe: serve() returns; a slot is free
 
 
 class LiveDaemonError(RuntimeError):
@@ -102,12 +107,13 @@ def prepare_socket(path: str) -> None:
 class _Conn:
     """One client connection, from accept to close."""
 
-    __slots__ = ("sock", "fd", "buf", "deadline", "allowed", "reading")
+    __slots__ = ("sock", "fd", "buf", "since", "deadline", "allowed", "reading")
 
-    def __init__(self, sock: socket.socket, deadline: float, allowed: bool):
+    def __init__(self, sock: socket.socket, since: float, deadline: float, allowed: bool):
         self.sock = sock
         self.fd = sock.fileno()
         self.buf = bytearray()
+        self.since = since  # accepted at (monotonic)
         self.deadline = deadline
         self.allowed = allowed
         self.reading = True  # False once its request is in a worker's hands
@@ -119,7 +125,7 @@ class Server(socketserver.UnixStreamServer):
     allow_reuse_address = False
     # A burst of connects waits in the backlog (connect() blocks) instead
     # of failing; the kernel caps it at net.core.somaxconn.
-    request_queue_size = 1024
+    request_queue_size = REQUEST_QUEUE_SIZE
 
     def __init__(self, path: str, dispatch, socket_group: str | None = None,
                  idle_timeout: float = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS,
@@ -139,6 +145,9 @@ class Server(socketserver.UnixStreamServer):
         self._selector: selectors.BaseSelector | None = None
         self._listen_paused_until = 0.0
         self._next_fd_warning = 0.0
+        self._listening = False
+        self._room_wanted = False  # the loop waits for a worker to free a slot
+        self._quitting = False
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
@@ -170,26 +179,33 @@ class Server(socketserver.UnixStreamServer):
         sends something, a connection's deadline comes, or we are woken."""
         with selectors.DefaultSelector() as selector:
             self._selector = selector
-            selector.register(self.fileno(), selectors.EVENT_READ, _LISTEN)
+            self._listening = False
+            self._listen(True)
             selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
             try:
                 while True:
                     for key, _ in selector.select(self._next_timeout()):
                         if key.data is _WAKE:
-                            return
-                        if key.data is _LISTEN:
+                            _drain(self._wake_r)
+                            if self._quitting:
+                                return
+                        elif key.data is _LISTEN:
                             self._accept()
                         elif self._owns(key.data):  # not closed earlier in this batch
                             self._read(key.data)
                     self._expire()
+                    self._resume_listening()
             finally:
                 self._selector = None
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
-        deadlines = [c.deadline for c in self._reading()]
+        reading = self._reading()
+        deadlines = [c.deadline for c in reading]
         if self._listen_paused_until:
             deadlines.append(self._listen_paused_until)
+        elif not self._listening and reading:  # full: the oldest may be evicted then
+            deadlines.append(reading[0].since + EVICT_AFTER)
         if not deadlines:
             return None
         return min(max(0.0, min(deadlines) - now), 3600.0)  # epoll takes at most ~24 days
@@ -204,6 +220,18 @@ class Server(socketserver.UnixStreamServer):
 
     def _accept(self) -> None:
         for _ in range(_ACCEPT_BURST):
+            with self._lock:
+                full = len(self._conns) >= self.max_clients
+                victim = self._victim() if full else None
+                if full and victim is None:
+                    # Every client has its request in, or is still within
+                    # EVICT_AFTER of its connect: the newcomer waits in the
+                    # backlog until a worker frees a slot (it nudges us) or
+                    # the oldest connection has had its time.
+                    self._room_wanted = True
+            if full and victim is None:
+                self._listen(False)
+                return
             try:
                 sock, _ = self.get_request()
             except (BlockingIOError, InterruptedError):
@@ -211,12 +239,17 @@ class Server(socketserver.UnixStreamServer):
             except OSError as err:
                 if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._short_of_files(err)
-                    if self._evict_oldest():
-                        continue  # a waiting connection made room: accept again
+                    with self._lock:
+                        victim = self._victim()
+                    if victim is not None:  # a waiting connection makes room: accept again
+                        self._close(victim, False, "daemon busy: too many clients")
+                        continue
                     self._pause_listening()
                 elif err.errno != errno.ECONNABORTED:
                     log.error("accept: %s", err)
                 return
+            if victim is not None:
+                self._close(victim, False, "daemon busy: too many clients")
             try:
                 self._admit(sock)
             except OSError:
@@ -232,28 +265,39 @@ class Server(socketserver.UnixStreamServer):
     def _pause_listening(self) -> None:
         # The listener stays readable while we cannot accept: without a
         # rest, select() would spin.  Resume at the next deadline.
-        self._selector.unregister(self.fileno())
+        self._listen(False)
         self._listen_paused_until = time.monotonic() + _EMFILE_PAUSE
 
-    def _evict_oldest(self) -> bool:
-        """Close the oldest connection still sending its request, telling it
-        the daemon is busy; False if there is none."""
+    def _listen(self, on: bool) -> None:
+        if on != self._listening:
+            if on:
+                self._selector.register(self.fileno(), selectors.EVENT_READ, _LISTEN)
+            else:
+                self._selector.unregister(self.fileno())
+            self._listening = on
+
+    def _resume_listening(self) -> None:
+        if self._listening or self._listen_paused_until:
+            return
         with self._lock:
-            victim = next((c for c in self._conns.values() if c.reading), None)
-        if victim is None:
-            return False
-        self._close(victim, False, "daemon busy: too many clients")
-        return True
+            room = len(self._conns) < self.max_clients or self._victim() is not None
+            if not room:
+                self._room_wanted = True
+        if room:
+            self._listen(True)
+
+    def _victim(self) -> _Conn | None:
+        """The connection to close for a newcomer (lock held): the oldest one
+        still sending its request, once it has had EVICT_AFTER to send it."""
+        oldest = next((c for c in self._conns.values() if c.reading), None)
+        if oldest is not None and time.monotonic() - oldest.since >= EVICT_AFTER:
+            return oldest
+        return None
 
     def _admit(self, sock: socket.socket) -> None:
         sock.setblocking(False)
-        with self._lock:
-            full = len(self._conns) >= self.max_clients
-        if full and not self._evict_oldest():  # every client already waits for its answer
-            _say(sock, False, "daemon busy: too many clients")
-            sock.close()
-            return
-        conn = _Conn(sock, time.monotonic() + self.idle_timeout, self.allowed(sock))
+        now = time.monotonic()
+        conn = _Conn(sock, now, now + self.idle_timeout, self.allowed(sock))
         with self._lock:
             self._conns[conn.fd] = conn
         self._selector.register(conn.fd, selectors.EVENT_READ, conn)
@@ -315,8 +359,7 @@ class Server(socketserver.UnixStreamServer):
     def _expire(self) -> None:
         now = time.monotonic()
         if self._listen_paused_until and now >= self._listen_paused_until:
-            self._listen_paused_until = 0.0
-            self._selector.register(self.fileno(), selectors.EVENT_READ, _LISTEN)
+            self._listen_paused_until = 0.0  # _resume_listening takes it from here
         for conn in self._reading():
             if conn.deadline <= now:
                 self._close(conn, False,
@@ -371,16 +414,17 @@ class Server(socketserver.UnixStreamServer):
             finally:
                 with self._lock:
                     self._conns.pop(conn.fd, None)
+                    nudge, self._room_wanted = self._room_wanted, False
                 conn.sock.close()
+                if nudge:
+                    _write_wake(self._wake_w, _ROOM)
 
     # -- the end -------------------------------------------------------------
 
     def wake(self) -> None:
         """Make `serve()` return; safe from any thread or a signal handler."""
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._quitting = True
+        _write_wake(self._wake_w, _QUIT)
 
     def server_close(self) -> None:
         super().server_close()
@@ -403,6 +447,20 @@ class Server(socketserver.UnixStreamServer):
                 os.unlink(self.path)
         except OSError:
             pass
+
+
+def _write_wake(fd: int, what: bytes) -> None:
+    try:
+        os.write(fd, what)
+    except OSError:
+        pass  # the pipe is full, so the loop wakes anyway (or it is closed: we are done)
+
+
+def _drain(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
 
 
 def _say(sock: socket.socket, ok: bool, text: str) -> None:
