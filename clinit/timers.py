@@ -52,6 +52,18 @@ def cancel(handle: int | None) -> None:
     with _lock:
         if handle in _live:
             _cancelled.add(handle)
+            if len(_cancelled) > 64 and 2 * len(_cancelled) > len(_heap):
+                _compact()
+
+
+def _compact() -> None:
+    """Drop cancelled timers from the heap (lock held).  Without it, a timer
+    re-armed on every event (the status heartbeat) leaves one dead entry per
+    event in the heap until its due time: memory in proportion to the rate."""
+    _heap[:] = [entry for entry in _heap if entry[1] not in _cancelled]
+    heapq.heapify(_heap)
+    _live.difference_update(_cancelled)
+    _cancelled.clear()
 
 
 def pending() -> int:

@@ -177,3 +177,20 @@ def test_ten_thousand_respawns_leave_no_growth_in_memory_threads_or_files(make_d
     assert running["fds"] <= start["fds"] and end["fds"] <= start["fds"]
     assert sampler.peak["fds"] <= start["fds"] + 2 * RESPAWNERS
     assert running["rss_kb"] - start["rss_kb"] < 1024, (start, running)
+
+
+def test_a_timer_re_armed_twenty_thousand_times_leaves_no_pile_of_cancelled_ones():
+    # The status heartbeat is cancelled and set again on every write; a
+    # busy daemon does that thousands of times within one heartbeat.
+    from clinit import timers
+
+    class Sink:
+        def tell(self, message):
+            pass
+
+    handle = None
+    for _ in range(20_000):
+        timers.cancel(handle)
+        handle = timers.after(3600, Sink(), ("beat",))
+    timers.cancel(handle)
+    assert len(timers._heap) < 1_000  # not 20,000 dead entries waiting an hour
