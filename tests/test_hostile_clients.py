@@ -247,6 +247,8 @@ def test_a_thousand_connections_at_once_are_told_busy_while_others_are_still_ser
     # everything recovers: the held connections are gone, nothing changed
     wait_for(lambda: figures(d.proc.pid)["fds"] <= start["fds"])
     wait_for(lambda: figures(d.proc.pid)["threads"] <= start["threads"])
+    print(f"\n1000 connections, max_clients {limit}: {len(told_busy)} told busy; daemon "
+          f"start {start}, during {during}, after {figures(d.proc.pid)}")
     others_are_served(d)
     assert snapshot(d) == before
 
