@@ -325,14 +325,34 @@ def parse_cltab(text, path="<string>"):
     return Cltab(path, entries, settings, None)
 
 
+MAX_CLTAB = 16 * 1024 * 1024  # bytes; a larger "table" is a mistake, not a table
+
+
 def file_stamp(path):
     """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of path; raises OSError."""
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return _stamp_of(os.stat(path))
 
 
 def _stamp_of(st):
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_regular(path):
+    """(stamp, bytes) of a regular file of at most MAX_CLTAB bytes.
+
+    Opened without blocking, so a FIFO or a device put in cltab's place
+    (/dev/zero, a pipe nobody writes) is refused instead of hanging or
+    filling memory.  Raises OSError.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not (st.st_mode & 0o170000 == 0o100000):  # S_ISREG without importing stat
+            raise OSError(0, "not a regular file")
+        data = f.read(MAX_CLTAB + 1)
+    if len(data) > MAX_CLTAB:
+        raise OSError(0, "larger than %d bytes" % MAX_CLTAB)
+    return _stamp_of(st), data
 
 
 def load_cltab(path):
@@ -344,9 +364,7 @@ def load_cltab(path):
     """
     spath = os.fsdecode(os.fspath(path))
     try:
-        with open(path, "rb") as f:
-            stamp = _stamp_of(os.fstat(f.fileno()))
-            data = f.read()
+        stamp, data = _read_regular(path)
     except OSError as err:
         raise CltabError(spath, [(None, "cannot read: %s" % (err.strerror or err))]) from None
     text = data.decode("utf-8", "surrogateescape")
@@ -362,8 +380,7 @@ def read_settings(path):
     earlier valid one in place); {} when the file cannot be read.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_regular(path)[1]
     except (OSError, ValueError):
         return {}
     if b":::" not in data:

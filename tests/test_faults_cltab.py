@@ -168,3 +168,25 @@ def test_an_emptied_cltab_is_valid_and_halts_the_groups_it_no_longer_has(running
     ok, answer = client(d).request("tell", group="a", level="1")
     assert not ok and answer == "no such group: a"
     wait_for(lambda: d.status() == "" and not d.children())
+
+
+def test_a_fifo_or_a_device_in_cltabs_place_is_refused_without_hanging(make_daemon):
+    d = make_daemon("""
+        web:w1:run:respawn:exec sleep 1000
+    """)
+    d.tell("web", "run")
+    d.wait_state("web", "run", "DONE")
+    pids = d.children()
+    for replacement in ("fifo", "/dev/zero"):
+        os.unlink(d.cltab)
+        if replacement == "fifo":
+            os.mkfifo(d.cltab)
+        else:
+            os.symlink(replacement, d.cltab)
+        # the client cannot read the socket setting either: name the socket
+        answer = Client(cltab=str(d.cltab), socket=str(d.socket)).tell("web", "run")
+        assert "cannot read" in answer and "not a regular file" in answer, answer
+        assert d.children() == pids
+    os.unlink(d.cltab)
+    d.write("web:w1:run:respawn:exec sleep 1000\n")
+    assert d.tell("web", "run") == "level transition started"
