@@ -44,6 +44,7 @@ from .cltab import CltabError, file_stamp, load_cltab
 from .group import Group, GroupState
 from .process import Timings
 from .paths import resolve
+from .pgroups import find_by_environ, kill_children
 from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError, Server,
                      prepare_socket)
 from .status import StatusWriter
@@ -214,7 +215,7 @@ class Daemon(pykka.ThreadingActor):
         if self.on_exit is None:
             return  # done in time
         late = {n: str(s) for n, s in self.states.items() if s is not GroupState.CONFIGURED}
-        killed = _kill_children()
+        killed = kill_children()
         log.error("shutdown did not finish in time (groups %s): killed the process groups "
                   "of children %s; exiting", late, killed)
         self.clean = False
@@ -247,47 +248,11 @@ SOCKET_VAR = "CLINIT_SOCKET"
 
 def _warn_of_orphans(socket_path: str) -> None:
     """Log the processes a previous daemon on this socket left running (it was SIGKILLed)."""
-    needle = f"{SOCKET_VAR}={socket_path}".encode()
-    me, found = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if needle in env:
-            found.append(int(name))
+    found = find_by_environ(f"{SOCKET_VAR}={socket_path}")
     if found:
         log.warning("processes started by an earlier daemon on %s still run, unmanaged: %s "
                     "(a tell starts new copies: stop them first)", socket_path,
-                    " ".join(map(str, sorted(found))))
-
-
-def _kill_children() -> list[int]:
-    """SIGKILL the process group of every child of this process (not our own group)."""
-    me, own = os.getpid(), os.getpgrp()
-    killed = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid, pgrp = int(name), int(fields[1]), int(fields[2])
-        if ppid != me or fields[0] == b"Z":
-            continue
-        try:
-            if pgrp not in (own, 0):
-                os.killpg(pgrp, signal.SIGKILL)
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except OSError:
-            pass
-    return killed
+                    " ".join(map(str, found)))
 
 
 def _become_subreaper() -> None:

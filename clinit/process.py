@@ -45,14 +45,12 @@ import pykka
 
 from . import reaper, timers
 from .fsm import Machine, row, to_dot
+from .pgroups import claim, killpg, members_of, owner, release
 
 __all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot", "InjectedFault"]
 
 log = logging.getLogger("clinit.process")
 
-#: pgid -> urn of the Process whose leader created it (a pid reused as a new
-#: leader's pgid moves it to the new owner, so the old one never signals it)
-_pgid_owner: dict[int, str] = {}
 _LEFTOVER_WATCH_MAX = 256  # orphans of a leftover group watched at once for wakeups
 
 
@@ -296,13 +294,13 @@ class Process(pykka.ThreadingActor):
         self._kill_all()
         for pgid in (self._pgid, *self._leftover):
             if pgid is not None:
-                _release(pgid, self.actor_urn)
+                release(pgid, self.actor_urn)
 
     def _kill_all(self) -> None:
         if self._pgid is not None and self._pid is not None:
-            _killpg(self._pgid, signal.SIGKILL)
+            killpg(self._pgid, signal.SIGKILL)
         for pgid in self._live_leftovers(watch=False):
-            _killpg(pgid, signal.SIGKILL)
+            killpg(pgid, signal.SIGKILL)
 
     # -- leftovers of exited leaders ---------------------------------------
 
@@ -313,7 +311,7 @@ class Process(pykka.ThreadingActor):
         try:
             os.killpg(pgid, 0)
         except OSError:
-            _release(pgid, self.actor_urn)  # empty: the id is free for anyone
+            release(pgid, self.actor_urn)  # empty: the id is free for anyone
             return
         if pgid not in self._leftover:
             self._leftover.append(pgid)
@@ -328,15 +326,15 @@ class Process(pykka.ThreadingActor):
         live = []
         for pgid in list(self._leftover):
             members = None
-            if _pgid_owner.get(pgid) == self.actor_urn:
-                members = _members_of(pgid)
+            if owner(pgid) == self.actor_urn:
+                members = members_of(pgid)
             if not members:
                 if members is None:
                     log.warning("%s: process group %d is no longer provably ours "
                                 "(pid reused, or we are not a child subreaper): not signalling it",
                                 self.entry.tag, pgid)
                 self._leftover.remove(pgid)
-                _release(pgid, self.actor_urn)
+                release(pgid, self.actor_urn)
                 continue
             live.append(pgid)
             if watch:
@@ -356,10 +354,10 @@ class Process(pykka.ThreadingActor):
 
     def _forget_groups(self) -> None:
         if self._pid is None and self._pgid is not None:
-            _release(self._pgid, self.actor_urn)
+            release(self._pgid, self.actor_urn)
             self._pgid = None
         for pgid in self._leftover:
-            _release(pgid, self.actor_urn)
+            release(pgid, self.actor_urn)
         self._leftover = []
         self._watched.clear()
 
@@ -388,7 +386,7 @@ class Process(pykka.ThreadingActor):
             self.machine.fire("execfailed", err)
             return
         self._pid = self._pgid = pid
-        _pgid_owner[pid] = self.actor_urn  # a reused id now names this new group only
+        claim(pid, self.actor_urn)  # a reused id now names this new group only
         self.rc = None
         reaper.watch(pid, self.actor_ref)
         self.machine.fire("started")
@@ -436,9 +434,9 @@ class Process(pykka.ThreadingActor):
 
     def _signal_all(self, sig: int) -> None:
         if self._pid is not None:
-            _killpg(self._pgid, sig)
+            killpg(self._pgid, sig)
         for pgid in self._live_leftovers():
-            _killpg(pgid, sig)
+            killpg(pgid, sig)
 
     def escalate(self) -> None:
         if self._stop_step == len(_STOP_SIGNALS) - 1:
@@ -465,73 +463,13 @@ class Process(pykka.ThreadingActor):
         # the groups of earlier leaders.
         # (The leader was reaped a moment ago: its id cannot have been reused
         # unless every member died and the kernel went round all pids since.)
-        if self._stopping_leader and _pgid_owner.get(self._pgid) == self.actor_urn:
-            _killpg(self._pgid, signal.SIGKILL)
+        if self._stopping_leader and owner(self._pgid) == self.actor_urn:
+            killpg(self._pgid, signal.SIGKILL)
         for pgid in self._live_leftovers(watch=False):
-            _killpg(pgid, signal.SIGKILL)
+            killpg(pgid, signal.SIGKILL)
         self._stopping_leader = False
         self._forget_groups()
         self._ack_stop()
-
-
-def _release(pgid: int, urn: str) -> None:
-    if _pgid_owner.get(pgid) == urn:
-        _pgid_owner.pop(pgid, None)
-
-
-def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (ppid, pgrp, session) of every process, zombies included."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
-    return table
-
-
-def _members_of(pgid: int) -> list[tuple[int, int]] | None:
-    """(pid, ppid) of the members of `pgid` if it is provably a group this
-    process made ([] if it is empty, None if it is not ours any more).
-
-    Ours: the session leader `pgid` itself is gone (our leader was reaped;
-    a live process with that pid is a newcomer), and every member descends
-    from this process.  Cheap when the group is empty (one killpg).
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except OSError:
-        return None
-    table = _proc_table()
-    if pgid in table:
-        return None
-    me = os.getpid()
-    members = [(pid, info[0]) for pid, info in table.items() if info[1] == pgid]
-    for pid, ppid in members:
-        for _ in range(64):  # walk up to us
-            if ppid == me:
-                break
-            if ppid not in table or ppid <= 1:
-                return None
-            ppid = table[ppid][0]
-        else:
-            return None
-    return members
-
-
-def _killpg(pgid: int | None, sig: int) -> None:
-    if pgid is None:
-        return
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _num(value: float) -> str:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from clinit.process import _members_of
+from clinit.pgroups import members_of as _members_of
 from conftest import ROOT, wait_for
 
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
@@ -291,7 +291,7 @@ def test_a_respawn_entry_exiting_at_once_forever_is_throttled_without_burning_cp
 SUBREAPER_PROBE = r"""
 import ctypes, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-from clinit.process import _members_of
+from clinit.pgroups import members_of as _members_of
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, like the daemon
 leader = subprocess.Popen(["/bin/sh", "-c", "sleep 1000 & exit 0"], start_new_session=True)
 leader.wait()
