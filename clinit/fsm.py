@@ -10,7 +10,6 @@ supplies guards and actions as methods, named by the rows.
 
 from __future__ import annotations
 
-import collections
 import enum
 from typing import Any, Iterable, NamedTuple
 
@@ -19,7 +18,7 @@ __all__ = ["Row", "row", "Machine", "ANY", "LOG_MAX", "to_dot"]
 #: `Row.sources` value meaning "from every state of the machine"
 ANY = None
 
-#: transitions kept in a machine's log
+#: transitions kept in a machine's log (at least; at most twice as many)
 LOG_MAX = 1000
 
 
@@ -59,9 +58,11 @@ class Machine:
     def __init__(self, owner: Any, table: tuple[Row, ...], initial: enum.Enum):
         self.owner = owner
         self.state = initial
-        # The newest LOG_MAX transitions: enough to see any state passed
-        # through, bounded so a process respawning for months stays small.
-        self.log: collections.deque = collections.deque(maxlen=LOG_MAX)
+        # At least the newest LOG_MAX transitions: enough to see any state
+        # passed through, bounded so a process respawning for months stays
+        # small.  (A list trimmed in halves: an empty deque costs 600 bytes,
+        # times one machine per process.)
+        self.log: list[tuple[enum.Enum, str, enum.Enum]] = []
         self._index = _index_of(table, type(initial))
 
     def can(self, event: str) -> bool:
@@ -80,6 +81,8 @@ class Machine:
         old = self.state
         self.state = found.target
         self.log.append((old, event, found.target))
+        if len(self.log) >= 2 * LOG_MAX:
+            del self.log[:LOG_MAX]
         on_change = getattr(self.owner, "on_transition", None)
         if on_change is not None:
             on_change(old, event, found.target)

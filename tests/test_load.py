@@ -23,7 +23,7 @@ PROCESSES = 200
 CLIENTS, REQUESTS = 50, 100
 RESPAWNS = 10_000
 RESPAWNERS = 8  # entries respawning side by side
-WARM_UP = RESPAWNERS * (LOG_MAX // 3 + 50)  # three transitions a respawn
+WARM_UP = RESPAWNERS * (2 * LOG_MAX // 3 + 50)  # three transitions a respawn; logs trim at 2x
 
 
 def report(name: str, data: dict) -> None:
