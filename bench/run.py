@@ -40,7 +40,7 @@ ABOUT = {
     "respawn": "kill -9 of a respawning child -> a new child running (median per rep)",
     "idle": "the daemon over the idle window with N sleeping children",
     "memory": "daemon at N = --memory-n children: RSS, spawn and stop times",
-    "retell": "tell of the level a settled group is at -> settled again",
+    "retell": "tell of the level a settled group is at -> settled again (time_s: as a command; wire_s: one request on the socket)",
     "concurrency": "clients x tells at once, on the socket (wire) and as commands (cli)",
 }
 HERE = os.path.dirname(os.path.abspath(__file__))

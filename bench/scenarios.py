@@ -58,10 +58,16 @@ def idle(drv, seconds, record):
         record("idle", k, v)
 
 
-def retell(drv):
+def retell(drv, wire=False):
+    """A re-tell as a new client process, or (wire) as one request on the
+    socket: the daemon's own time, without an interpreter start."""
     mark = drv.retell_mark()
     t0 = time.perf_counter()
-    drv.retell()
+    if wire:
+        if not drv.wire_tell():
+            raise RuntimeError(f"{drv.name}: wrong answer to a re-tell on the socket")
+    else:
+        drv.retell()
     wait_until(lambda: drv.retold(mark), 30, f"{drv.name} to settle after a re-tell")
     return time.perf_counter() - t0
 
@@ -201,7 +207,8 @@ def run_session(kind, sysclass, cfg, record, fail, label=""):
 
 def _main(drv, cfg, record, fail):
     steps = [("idle", lambda: idle(drv, cfg.idle_seconds, record)),
-             ("retell", lambda: record("retell", "time_s", retell(drv))),
+             ("retell", lambda: (record("retell", "time_s", retell(drv)),
+                                 record("retell", "wire_s", retell(drv, wire=True)))),
              ("roundtrip", lambda: record("roundtrip", "time_s",
                                           roundtrip(drv.status_argv(), cfg.rounds))),
              ("concurrency", lambda: concurrency(drv, cfg, record))]

@@ -30,7 +30,6 @@ Exit status:
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 __all__ = ["main"]
@@ -81,7 +80,7 @@ def _run_client(args) -> int:
     client = Client(cltab=args["-c"], socket=args["-s"])
     group, level = args["GROUP"], args["LEVEL"]
     if group is not None and level is None:
-        group, level = socket.gethostname(), group  # one word is the level
+        group, level = os.uname().nodename, group  # one word is the level: GROUP is the host name
     try:
         if args["-k"]:
             ok, answer = client.request("shutdown")

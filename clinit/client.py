@@ -6,7 +6,9 @@ starts about as fast as the interpreter does.
 
 from __future__ import annotations
 
-import socket as _socket
+# The C module itself: the `socket` wrapper would pull in enum and
+# selectors, a third of the client's start-up, for nothing it needs here.
+import _socket
 
 from . import protocol
 from .paths import resolve
@@ -53,7 +55,7 @@ class Client:
                 chunks.append(chunk)
                 if chunk.endswith(b"\n"):
                     break
-        except _socket.timeout:
+        except TimeoutError:
             raise NoDaemon(f"the clinit daemon on {path} did not answer in {self.timeout:g} s") from None
         except OSError as err:
             raise NoDaemon(f"lost the clinit daemon on {path}: {err.strerror or err}") from None
