@@ -31,6 +31,7 @@ CLINIT_SOCKET, this daemon's socket path), and a tell starts new copies.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import queue
@@ -42,6 +43,7 @@ import pykka
 
 from . import reaper, timers
 from .cltab import CltabError, file_stamp, load_cltab
+from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
 from .process import Timings
 from .paths import resolve
@@ -50,7 +52,7 @@ from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError,
                      prepare_socket)
 from .status import StatusWriter
 
-__all__ = ["Daemon", "run", "DaemonError"]
+__all__ = ["Daemon", "DaemonState", "TABLE", "dot", "run", "DaemonError"]
 
 log = logging.getLogger("clinit.daemon")
 
@@ -63,9 +65,36 @@ class DaemonError(RuntimeError):
     """The daemon cannot start (bad cltab, live daemon on the socket...)."""
 
 
+class DaemonState(enum.Enum):
+    STARTING = "STARTING"
+    SERVING = "SERVING"
+    HALTING = "HALTING"
+    EXITED = "EXITED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+D = DaemonState
+
+# The daemon's life (SPEC §5: start -> read cltab -> listen -> serve).
+# Requests (tell, reread, ping) are served in SERVING and change no state.
+TABLE = (
+    row(D.STARTING, "listening", D.SERVING, note="run() read cltab and bound the socket"),
+    row((D.STARTING, D.SERVING), "shutdown", D.HALTING, action="halt_all", note="answered at once"),
+    row(D.HALTING, "halted", D.EXITED, action="exit", note="every group CONFIGURED: all reaped"),
+    row(D.HALTING, "timeout", D.EXITED, action="kill_and_exit", note="a shutdown that took too long"),
+)
+
+
+def dot() -> str:
+    """The daemon machine as Graphviz DOT."""
+    return to_dot("daemon", TABLE, DaemonState)
+
+
 class Daemon(pykka.ThreadingActor):
     """Messages: `("request", dict)` (ask: answers `(ok, text)`),
-    `("group", name, level, state)`, `("signal", signum)`."""
+    `("group", name, level, state)`, `("signal", signum)`, `("listening",)`."""
 
     @staticmethod
     def _create_actor_inbox():
@@ -73,6 +102,7 @@ class Daemon(pykka.ThreadingActor):
 
     def __init__(self, cltab, settings: dict, writer: pykka.ActorRef, on_exit):
         super().__init__()
+        reaper.ensure()  # in the caller's thread: groups are made from the actor's
         self.cltab = cltab
         self.settings = settings
         self.writer = writer
@@ -80,7 +110,7 @@ class Daemon(pykka.ThreadingActor):
         self.groups: dict[str, pykka.ActorRef] = {}
         self.states: dict[str, GroupState] = {}
         self.dropping: set[str] = set()  # deleted from cltab, halting
-        self.shutting_down = False
+        self.machine = Machine(self, TABLE, D.STARTING)
         self.clean = True  # False once a shutdown had to kill what did not stop
 
     def on_receive(self, message: Any) -> Any:
@@ -91,7 +121,8 @@ class Daemon(pykka.ThreadingActor):
         except Exception as exc:  # noqa: BLE001 - the root actor logs and carries on
             log.error("daemon actor failed on %r (groups %s, shutting down: %s): %s: %s; "
                       "carrying on", message, {n: str(s) for n, s in self.states.items()},
-                      self.shutting_down, type(exc).__name__, exc, exc_info=exc)
+                      self.machine.state in (D.HALTING, D.EXITED), type(exc).__name__, exc,
+                      exc_info=exc)
         return None
 
     def _receive(self, message: Any) -> None:
@@ -107,8 +138,8 @@ class Daemon(pykka.ThreadingActor):
             else:
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 self.shutdown()
-        elif kind == "shutdown_timeout":
-            self._shutdown_timeout()
+        elif kind in ("listening", "timeout"):
+            self.machine.fire(kind)
         else:
             log.warning("daemon: unknown message %r", message)
 
@@ -116,15 +147,19 @@ class Daemon(pykka.ThreadingActor):
         for ref in self.groups.values():
             ref.stop()
 
+    def state(self) -> DaemonState:
+        return self.machine.state
+
+    def transitions(self) -> list:
+        return list(self.machine.log)
+
     def on_failure(self, exc_type, exc_value, tb) -> None:
         # Only reached if pykka itself stops the actor (messages are guarded):
         # nothing can be served any more, so end the daemon; run() stops the
         # groups, which kill their processes.
         log.error("daemon actor died: %s: %s; exiting", exc_type.__name__, exc_value)
         self.clean = False
-        if self.on_exit is not None:
-            on_exit, self.on_exit = self.on_exit, None
-            on_exit()
+        self.exit()
 
     def _send(self, name: str, message: tuple) -> bool:
         """Tell a group; a dead group actor is forgotten (its processes died with it)."""
@@ -164,7 +199,7 @@ class Daemon(pykka.ThreadingActor):
         return False, f"unknown command {cmd!r}"
 
     def tell(self, name: str, level: str) -> tuple[bool, str]:
-        if self.shutting_down:
+        if self.machine.state in (D.HALTING, D.EXITED):
             return False, "daemon is shutting down"
         ok, text = self.reread()
         if not ok:
@@ -203,26 +238,31 @@ class Daemon(pykka.ThreadingActor):
         return True, f"{path} re-read"
 
     def shutdown(self) -> tuple[bool, str]:
-        if not self.shutting_down:
-            self.shutting_down = True
-            t = Timings.from_settings({**self.settings, **self.cltab.settings})
-            limit = t.term_delay + 2 * t.kill_delay + SHUTDOWN_GRACE
-            timers.after(limit, self.actor_ref, ("shutdown_timeout",))
-            for name in list(self.groups):
-                self._send(name, ("halt",))
-            self._maybe_exit()
+        self.machine.fire("shutdown")  # again while halting: nothing new to do
         return True, "all groups halting"
 
-    def _shutdown_timeout(self) -> None:
-        if self.on_exit is None:
-            return  # done in time
+    # -- actions ---------------------------------------------------------
+
+    def halt_all(self) -> None:
+        t = Timings.from_settings({**self.settings, **self.cltab.settings})
+        limit = t.term_delay + 2 * t.kill_delay + SHUTDOWN_GRACE
+        timers.after(limit, self.actor_ref, ("timeout",))
+        for name in list(self.groups):
+            self._send(name, ("halt",))
+        self._maybe_exit()
+
+    def exit(self) -> None:
+        if self.on_exit is not None:
+            on_exit, self.on_exit = self.on_exit, None
+            on_exit()
+
+    def kill_and_exit(self) -> None:
         late = {n: str(s) for n, s in self.states.items() if s is not GroupState.CONFIGURED}
         killed = kill_children()
         log.error("shutdown did not finish in time (groups %s): killed the process groups "
                   "of children %s; exiting", late, killed)
         self.clean = False
-        on_exit, self.on_exit = self.on_exit, None
-        on_exit()
+        self.exit()
 
     # -- group reports ---------------------------------------------------
 
@@ -239,10 +279,9 @@ class Daemon(pykka.ThreadingActor):
         self._maybe_exit()
 
     def _maybe_exit(self) -> None:
-        if self.shutting_down and self.on_exit is not None and all(
+        if self.machine.state is D.HALTING and all(
                 s is GroupState.CONFIGURED for s in self.states.values()):
-            on_exit, self.on_exit = self.on_exit, None
-            on_exit()
+            self.machine.fire("halted")
 
 
 SOCKET_VAR = "CLINIT_SOCKET"
@@ -307,6 +346,7 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         except (OSError, KeyError) as err:
             raise DaemonError(f"{conf['socket']}: cannot listen: {err}") from None
         daemon_ref = Daemon.start(table, merged, writer, server.wake)
+        daemon_ref.tell(("listening",))
         server.dispatch = lambda req: daemon_ref.ask(("request", req), timeout=ANSWER_TIMEOUT)
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -177,3 +177,14 @@ def test_the_group_table_renders_every_row_as_dot():
     for state in group.GroupState:
         assert f'  {state.name} -> STOPPING [label="tell' in text
         assert f'  {state.name} -> HALTING [label="halt' in text
+
+
+def test_the_daemon_table_renders_every_row_as_dot():
+    from clinit import daemon
+
+    text = daemon.dot()
+    assert text.startswith('digraph "daemon"')
+    lines = text.splitlines()
+    for src, line in _edges(daemon.TABLE, daemon.DaemonState):
+        assert any(l.startswith(f"  {src.name} -> {line.target.name} [label=\"{line.event}")
+                   for l in lines), (src, line)
