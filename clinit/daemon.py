@@ -34,7 +34,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import queue
 import signal
 import sys
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import pykka
 
 from . import reaper, timers
+from .actor import Actor
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
@@ -92,13 +92,9 @@ def dot() -> str:
     return to_dot("daemon", TABLE, DaemonState)
 
 
-class Daemon(pykka.ThreadingActor):
+class Daemon(Actor):
     """Messages: `("request", dict)` (ask: answers `(ok, text)`),
     `("group", name, level, state)`, `("signal", signum)`, `("listening",)`."""
-
-    @staticmethod
-    def _create_actor_inbox():
-        return queue.SimpleQueue()  # signal handlers put into it
 
     def __init__(self, cltab, settings: dict, writer: pykka.ActorRef, on_exit):
         super().__init__()
@@ -296,12 +292,25 @@ def _warn_of_orphans(socket_path: str) -> None:
                     " ".join(map(str, found)))
 
 
-def _become_subreaper() -> None:
-    """Orphaned grandchildren of our children get reparented to us (Linux)."""
+def _tune_process() -> None:
+    """Settings of the daemon's own process, made before any actor starts.
+
+    - Child subreaper: orphaned grandchildren of our children are
+      re-parented to us, so the reaper sees them and a stop can find them.
+    - One malloc arena: a thousand actor threads would otherwise spread
+      their few allocations over up to 8 arenas a core (measured: 0.9 MiB
+      less at 1,000 processes).
+    - A long GIL switch interval: actor handlers are short and give the
+      GIL up when they block on their inbox; a long interval spares a
+      thousand threads forced hand-offs (measured: a 1,000-process stop
+      about 20 % faster).
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER (Linux)
+        libc.mallopt(-8, 1)  # M_ARENA_MAX (glibc)
     except (OSError, AttributeError):
         pass
 
@@ -328,11 +337,7 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
     os.environ[SOCKET_VAR] = conf["socket"]  # children inherit it: see _warn_of_orphans
     os.makedirs(os.path.dirname(conf["clstat"]) or ".", mode=0o755, exist_ok=True)
 
-    _become_subreaper()
-    # Actor handlers are short and give the GIL up when they block on their
-    # inbox; a long switch interval spares a thousand actor threads forced
-    # hand-offs (measured: a 1,000-process stop ~20 % faster).
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    _tune_process()
     reaper.ensure(reap_all=True)
     writer = StatusWriter.start(conf["clstat"], float(merged.get("heartbeat", 45.0)))
     server: Server | None = None

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import queue
 from typing import Any
 
 import pykka
 
 from . import reaper
+from .actor import Actor
 from .cltab import load_cltab
 from .fsm import ANY, Machine, row, to_dot
 from .process import Process, ProcessState, Timings, injected_fault
@@ -91,12 +91,8 @@ class _Member:
         self.doomed = False  # told to end itself once stopped: never reused
 
 
-class Group(pykka.ThreadingActor):
+class Group(Actor):
     """One resource group.  `Group.start(name, cltab_path)` returns an ActorRef."""
-
-    @staticmethod
-    def _create_actor_inbox():
-        return queue.SimpleQueue()
 
     def __init__(self, name: str, cltab_path: str | None = None,
                  listener: pykka.ActorRef | None = None, settings: dict | None = None):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import queue
 import signal
 import time
 from typing import Any, NamedTuple
@@ -44,6 +43,7 @@ from typing import Any, NamedTuple
 import pykka
 
 from . import reaper, timers
+from .actor import Actor
 from .fsm import Machine, row, to_dot
 from .pgroups import claim, killpg, members_of, owner, release
 
@@ -51,6 +51,7 @@ __all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot", "InjectedFault"
 
 log = logging.getLogger("clinit.process")
 
+_EMPTY = ()  # shared stand-in for an empty list or set
 _LEFTOVER_WATCH_MAX = 256  # orphans of a leftover group watched at once for wakeups
 
 
@@ -142,12 +143,8 @@ def dot() -> str:
     return to_dot("process", TABLE, ProcessState)
 
 
-class Process(pykka.ThreadingActor):
+class Process(Actor):
     """One entry's process.  `Process.start(entry, ...)` returns an ActorRef."""
-
-    @staticmethod
-    def _create_actor_inbox():
-        return queue.SimpleQueue()  # lighter than queue.Queue: one per process adds up
 
     def __init__(self, entry, listener: pykka.ActorRef | None = None,
                  timings: Timings | dict | None = None, level: str | None = None):
@@ -168,8 +165,10 @@ class Process(pykka.ThreadingActor):
         self._quick = 0  # restarts in a row that came under respawn_window
         self._down_token: Any = None  # acknowledge the stop that carried it
         self._final = False  # end the actor once that stop is acknowledged
-        self._leftover: list[int] = []  # pgids of exited leaders whose groups had members
-        self._watched: set[int] = set()  # leftover orphans watched for their exit
+        # pgids of exited leaders whose groups had members, and the leftover
+        # orphans watched for their exit: rare, so made only when needed
+        self._leftover: list[int] = _EMPTY
+        self._watched: set[int] = _EMPTY
         self._stopping_leader = False  # the stop under way began with a live leader
 
     # -- public API (through a proxy) ----------------------------------
@@ -321,7 +320,7 @@ class Process(pykka.ThreadingActor):
             release(pgid, self.actor_urn)  # empty: the id is free for anyone
             return
         if pgid not in self._leftover:
-            self._leftover.append(pgid)
+            self._leftover = [*self._leftover, pgid]
             log.info("%s: its leader exited, leaving processes in its group %d", self.entry.tag, pgid)
 
     def _live_leftovers(self, watch: bool = True) -> list[int]:
@@ -349,7 +348,7 @@ class Process(pykka.ThreadingActor):
                 for pid, ppid in members:
                     if ppid == me and pid not in self._watched \
                             and len(self._watched) < _LEFTOVER_WATCH_MAX:
-                        self._watched.add(pid)
+                        self._watched = {*self._watched, pid}
                         reaper.watch(pid, self.actor_ref)
         return live
 
@@ -365,8 +364,7 @@ class Process(pykka.ThreadingActor):
             self._pgid = None
         for pgid in self._leftover:
             release(pgid, self.actor_urn)
-        self._leftover = []
-        self._watched.clear()
+        self._leftover = self._watched = _EMPTY
 
     # -- guards ----------------------------------------------------------
 

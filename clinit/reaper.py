@@ -24,12 +24,12 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import signal
 import threading
 
 import pykka
 
+from .actor import Actor
 __all__ = ["Reaper", "ensure", "watch", "on_signal", "EXITED"]
 
 log = logging.getLogger("clinit.reaper")
@@ -39,14 +39,8 @@ _SIGCHLD = ("sigchld",)
 HELD_MAX = 4096  # exits of unknown pids kept for a late owner (orphans adopted as subreaper)
 
 
-class Reaper(pykka.ThreadingActor):
+class Reaper(Actor):
     use_daemon_thread = True
-
-    @staticmethod
-    def _create_actor_inbox():
-        # SimpleQueue.put is reentrant: safe to call from a signal handler
-        # that interrupted another put in the main thread.
-        return queue.SimpleQueue()
 
     def __init__(self, reap_all: bool = False):
         super().__init__()

@@ -88,13 +88,12 @@ def _writer_class():
     # pykka is imported only by the daemon, never by the client.
     import logging
 
-    import pykka
-
     from . import timers
+    from .actor import Actor
 
     log = logging.getLogger("clinit.status")
 
-    class StatusWriter(pykka.ThreadingActor):
+    class StatusWriter(Actor):
         """Keeps the status file true.  Messages:
 
         `("group", name, level, state)`, `("drop", name)`, `("flush",)`,
