@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from clinit import status as read_status  # noqa: E402
 from clinit.client import Client  # noqa: E402
+from clinit.pgroups import proc_table  # noqa: E402
 
 TOKEN_VAR = "CLINIT_TEST_TOKEN"
 
@@ -39,6 +41,42 @@ def wait_for(condition, timeout=10.0, interval=0.005, message=None):
         if time.monotonic() > deadline:
             raise AssertionError(message or f"timed out after {timeout} s waiting for {condition}")
         time.sleep(interval)
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, Z...), None if it does not exist."""
+    info = proc_table_entry(pid)
+    return None if info is None else info[0].decode()
+
+
+def gone(pid: int) -> bool:
+    """Not running any more (an orphan may stay a zombie of whoever adopted it)."""
+    return proc_state(pid) in (None, "Z")
+
+
+def proc_table_entry(pid: int):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+class Inbox:
+    """Anything with `tell` can stand in for an actor that receives messages."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.got = []
+
+    def tell(self, message):
+        with self.lock:
+            self.got.append(message)
+
+    def messages(self):
+        with self.lock:
+            return list(self.got)
 
 
 def processes_with_token(token: str) -> list[int]:
@@ -63,19 +101,8 @@ def processes_with_token(token: str) -> list[int]:
 
 def zombie_children() -> list[int]:
     """Our children that exited and were never reaped."""
-    me = str(os.getpid()).encode()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == b"Z" and fields[1] == me:
-            out.append(int(name))
-    return out
+    me = os.getpid()
+    return [pid for pid, (state, ppid, _, _) in proc_table().items() if state == b"Z" and ppid == me]
 
 
 @pytest.fixture(autouse=True)
@@ -195,18 +222,9 @@ class Daemon:
 
 
 def children_of(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != b"Z":
-            out.append(int(name))
-    return out
+    """Live (non-zombie) children of `pid`."""
+    return [child for child, (state, ppid, _, _) in proc_table().items()
+            if ppid == pid and state != b"Z"]
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 
 from clinit import Entry, Group, GroupState, Process, ProcessState, load_cltab, reaper
 from clinit.status import StatusWriter
-from conftest import wait_for
+from conftest import gone, wait_for
 
 daemon_module = importlib.import_module("clinit.daemon")  # clinit.daemon is also a function
 
@@ -36,18 +36,6 @@ S = ProcessState
 G = GroupState
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 HEAD = ":::term_delay:0.2\n:::kill_delay:0.2\n"
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except OSError:
-        return None
-
-
-def gone(pid: int) -> bool:
-    return proc_state(pid) in (None, "Z")
 
 
 def ignores_int_and_term(pid: int) -> bool:

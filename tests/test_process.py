@@ -19,7 +19,7 @@ import pytest
 from clinit import Entry, Process, ProcessState
 from clinit.fsm import ANY, Machine
 from clinit.process import TABLE, Timings
-from conftest import wait_for
+from conftest import gone, proc_state, wait_for
 
 S = ProcessState
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
@@ -62,19 +62,6 @@ def run():
 def settle(p, state):
     wait_for(lambda: p.state().get() is state,
              message=f"never reached {state}: {p.transitions().get()}")
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except OSError:
-        return None
-
-
-def gone(pid: int) -> bool:
-    """Not running any more (an orphan may stay a zombie of whoever adopted it)."""
-    return proc_state(pid) in (None, "Z")
 
 
 def read_when_written(path):

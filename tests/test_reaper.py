@@ -10,23 +10,7 @@ import pykka
 import pytest
 
 from clinit import reaper
-from conftest import wait_for, zombie_children
-
-
-class Inbox:
-    """An owner for `watch`: anything with `tell`."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.got = []
-
-    def tell(self, message):
-        with self.lock:
-            self.got.append(message)
-
-    def messages(self):
-        with self.lock:
-            return list(self.got)
+from conftest import Inbox, wait_for, zombie_children
 
 
 def spawn(command: str) -> int:

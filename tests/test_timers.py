@@ -7,23 +7,7 @@ import threading
 import pykka
 
 from clinit import timers
-from conftest import wait_for
-
-
-class Inbox:
-    """Anything with `tell` can receive a timer's message."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.got = []
-
-    def tell(self, message):
-        with self.lock:
-            self.got.append(message)
-
-    def messages(self):
-        with self.lock:
-            return list(self.got)
+from conftest import Inbox, wait_for
 
 
 class Recorder(pykka.ThreadingActor):
