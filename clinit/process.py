@@ -33,6 +33,7 @@ a running state (group: DONE) -- for tests of this policy only.
 
 from __future__ import annotations
 
+import atexit
 import enum
 import logging
 import os
@@ -145,6 +146,12 @@ def dot() -> str:
 
 class Process(Actor):
     """One entry's process.  `Process.start(entry, ...)` returns an ActorRef."""
+
+    # Python's threading scans every live non-daemon thread's lock each time
+    # one starts: with thousands of process actors, starting them would grow
+    # with the square of their number.  As daemon threads they do not hold
+    # up the interpreter's exit; `_stop_left_at_exit` stops them instead.
+    use_daemon_thread = True
 
     def __init__(self, entry, listener: pykka.ActorRef | None = None,
                  timings: Timings | dict | None = None, level: str | None = None):
@@ -475,6 +482,17 @@ class Process(Actor):
         self._stopping_leader = False
         self._forget_groups()
         self._ack_stop()
+
+
+@atexit.register
+def _stop_left_at_exit() -> None:
+    """At interpreter exit, Process actors still running stop (killing their
+    process groups) instead of vanishing with their daemon threads."""
+    for ref in pykka.ActorRegistry.get_by_class(Process):
+        try:
+            ref.stop(block=True, timeout=5)
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 def _num(value: float) -> str:

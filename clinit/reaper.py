@@ -216,10 +216,10 @@ def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
                 _state.reap_all = bool(reap_all)
             ref = Reaper.start(_state.reap_all)
             _state.ref = ref
+            ref.tell(_SIGCHLD)  # collect anything that exited before we listened
         elif reap_all is not None:
             _state.reap_all = bool(reap_all)
-            ref.tell(("reap_all", reap_all))
-    ref.tell(_SIGCHLD)  # collect anything that exited before we listened
+            ref.tell(("reap_all", reap_all))  # reaps at once, too
     return ref
 
 

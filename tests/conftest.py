@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,23 @@ def proc_table_entry(pid: int):
     except OSError:
         return None
     return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def raw_request(path, data: bytes, timeout: float = 20.0) -> bytes:
+    """Send raw bytes on a daemon's socket, then end our side (so a request
+    without its newline is seen as incomplete at once); the answer line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(path))
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 class Inbox:

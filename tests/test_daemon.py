@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from clinit import status as read_status
-from conftest import ROOT, wait_for
+from conftest import ROOT, raw_request as send_raw, wait_for
 
 SLEEPER = "exec sleep 1000"
 
@@ -53,18 +53,7 @@ def running(d, group: str, count: int, tag: str | None = None) -> list[int]:
 
 def raw_request(d, data: bytes) -> dict:
     """Send raw bytes on the daemon's socket; the decoded answer line."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(20)
-        conn.connect(str(d.socket))
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
-        answer = b""
-        while not answer.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    return json.loads(answer)
+    return json.loads(send_raw(d.socket, data))
 
 
 # -- tell --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from conftest import wait_for
+from conftest import raw_request, wait_for
 from proc_figures import figures
 
 from clinit.fsm import LOG_MAX
@@ -58,19 +58,7 @@ class Sampler:
 
 
 def ask(path: str, data: bytes) -> tuple[bool, str]:
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(60)
-        sock.connect(path)
-        sock.sendall(data)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    return decode_response(reply)
+    return decode_response(raw_request(path, data, timeout=60))
 
 
 def requests_and_answers(daemon_pid: int, cltab: str):

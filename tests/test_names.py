@@ -7,11 +7,10 @@ shell.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
-from conftest import wait_for
+from conftest import raw_request, wait_for
 
 CLTAB = """
     web:w1:run:respawn:exec sleep 1000
@@ -42,18 +41,8 @@ def web(make_daemon, tmp_path):
 
 def raw_tell(d, group, level) -> tuple[bool, str]:
     """A tell sent as JSON, so any string (a NUL too) gets to the daemon."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    with sock:
-        sock.connect(d.client().conf("socket"))
-        sock.sendall(json.dumps({"cmd": "tell", "group": group, "level": level}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data)
+    data = json.dumps({"cmd": "tell", "group": group, "level": level}).encode() + b"\n"
+    reply = json.loads(raw_request(d.client().conf("socket"), data, timeout=10))
     return reply["ok"], reply["answer"]
 
 
