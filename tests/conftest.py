@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pykka
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,20 @@ def raw_request(path, data: bytes, timeout: float = 20.0) -> bytes:
                 break
             answer += chunk
     return answer
+
+
+class Recorder(pykka.ThreadingActor):
+    """An actor that keeps every message it gets (a stand-in listener)."""
+
+    def __init__(self):
+        super().__init__()
+        self.got = []
+
+    def on_receive(self, message):
+        self.got.append(message)
+
+    def messages(self):
+        return list(self.got)
 
 
 class Inbox:

@@ -23,12 +23,11 @@ import logging
 import os
 import textwrap
 
-import pykka
 import pytest
 
 from clinit import Entry, Group, GroupState, Process, ProcessState, load_cltab, reaper
 from clinit.status import StatusWriter
-from conftest import gone, wait_for
+from conftest import Recorder, gone, wait_for
 
 daemon_module = importlib.import_module("clinit.daemon")  # clinit.daemon is also a function
 
@@ -42,18 +41,6 @@ def ignores_int_and_term(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as f:
         mask = int(next(line for line in f if line.startswith("SigIgn:")).split()[1], 16)
     return all(mask & (1 << (sig - 1)) for sig in (2, 15))
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self):
-        super().__init__()
-        self.got = []
-
-    def on_receive(self, message):
-        self.got.append(message)
-
-    def messages(self):
-        return list(self.got)
 
 
 def instance(ref):

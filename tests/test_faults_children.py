@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from clinit.pgroups import members_of as _members_of
-from conftest import ROOT, wait_for
+from conftest import ROOT, gone, wait_for
 
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 
@@ -27,11 +27,6 @@ def stat_fields(pid: int) -> list[bytes] | None:
             return f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-
-
-def gone(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is None or fields[0] == b"Z"
 
 
 def cmdline(pid: int) -> str:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import gone, wait_for
 
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 STORM = 300
@@ -26,11 +26,6 @@ def stat_fields(pid: int) -> list[bytes] | None:
             return f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-
-
-def gone(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is None or fields[0] == b"Z"
 
 
 def zombies_of(ppid: int) -> list[int]:

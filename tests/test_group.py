@@ -17,7 +17,7 @@ import pykka
 import pytest
 
 from clinit import CltabError, Group, GroupState, ProcessState
-from conftest import wait_for
+from conftest import Recorder, wait_for
 
 G = GroupState
 P = ProcessState
@@ -524,18 +524,6 @@ def test_stopping_the_group_actor_stops_its_processes(world):
 
 # ---------------------------------------------------------------------------
 # Listener and settings
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self):
-        super().__init__()
-        self.got = []
-
-    def on_receive(self, message):
-        self.got.append(message)
-
-    def messages(self):
-        return list(self.got)
 
 
 def test_the_listener_sees_the_level_being_left_until_starting(world):
