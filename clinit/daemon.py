@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import types
 from typing import Any
 
 import pykka
@@ -375,3 +376,18 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
             daemon_ref.stop()
         writer.proxy().remove().get()
         writer.stop()
+
+
+class _CallableModule(types.ModuleType):
+    """`clinit.daemon` is both this module and SPEC §7's `clinit.daemon(...)`.
+
+    Importing a submodule rebinds the package's attribute of that name to
+    the module, so once anything imports `clinit.daemon`, the attribute is
+    this module: it must be callable like the function it replaced.
+    """
+
+    def __call__(self, cltab=None, socket=None, clstat=None, **settings) -> int:
+        return run(cltab=cltab, socket=socket, clstat=clstat, **settings)
+
+
+sys.modules[__name__].__class__ = _CallableModule

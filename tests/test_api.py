@@ -162,3 +162,12 @@ def test_the_daemon_function_on_a_bad_cltab_raises_and_starts_nothing(make_daemo
     assert f"{d.cltab}:" in d.log_text() and "duplicate tag 'w1'" in d.log_text()
     assert not d.socket.exists() and not d.clstat.exists()
     assert not (d.folder / "started").exists()
+
+
+def test_clinit_daemon_stays_callable_after_its_module_is_imported():
+    import clinit
+    import clinit.daemon  # rebinds the package attribute to the submodule
+
+    assert callable(clinit.daemon)
+    with pytest.raises(clinit.DaemonError, match="cannot read"):
+        clinit.daemon(cltab="/nonexistent/cltab", socket="/nonexistent/s")
