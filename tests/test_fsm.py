@@ -155,24 +155,26 @@ def test_dot_output_names_every_state_and_contains_every_row():
     assert 'BROKEN -> OFF [label="repair / note"]' in text
 
 
+def dot_lines_of_every_row(text: str, table, states) -> list[str]:
+    """Assert each row of `table` has its edge in the DOT `text`; the edge lines."""
+    lines = text.splitlines()
+    for src, line in _edges(table, states):
+        assert any(l.startswith(f"  {src.name} -> {line.target.name} [label=\"{line.event}")
+                   for l in lines), (src, line)
+    return [l for l in lines if "->" in l]
+
+
 def test_the_process_table_renders_every_row_as_dot():
     text = process.dot()
     assert text.startswith('digraph "process"')
-    lines = text.splitlines()
-    for src, line in _edges(process.TABLE, process.ProcessState):
-        assert any(l.startswith(f"  {src.name} -> {line.target.name} [label=\"{line.event}")
-                   for l in lines), (src, line)
-    assert len([l for l in lines if "->" in l]) == len(list(_edges(process.TABLE,
-                                                                   process.ProcessState)))
+    edges = dot_lines_of_every_row(text, process.TABLE, process.ProcessState)
+    assert len(edges) == len(list(_edges(process.TABLE, process.ProcessState)))
 
 
 def test_the_group_table_renders_every_row_as_dot():
     text = group.dot()
     assert text.startswith('digraph "group"')
-    lines = text.splitlines()
-    for src, line in _edges(group.TABLE, group.GroupState):
-        assert any(l.startswith(f"  {src.name} -> {line.target.name} [label=\"{line.event}")
-                   for l in lines), (src, line)
+    dot_lines_of_every_row(text, group.TABLE, group.GroupState)
     # `tell` and `halt` apply in every group state
     for state in group.GroupState:
         assert f'  {state.name} -> STOPPING [label="tell' in text
@@ -180,11 +182,8 @@ def test_the_group_table_renders_every_row_as_dot():
 
 
 def test_the_daemon_table_renders_every_row_as_dot():
-    from clinit import daemon
+    import clinit.daemon as daemon  # the module (`from clinit import daemon` is SPEC §7's function)
 
     text = daemon.dot()
     assert text.startswith('digraph "daemon"')
-    lines = text.splitlines()
-    for src, line in _edges(daemon.TABLE, daemon.DaemonState):
-        assert any(l.startswith(f"  {src.name} -> {line.target.name} [label=\"{line.event}")
-                   for l in lines), (src, line)
+    dot_lines_of_every_row(text, daemon.TABLE, daemon.DaemonState)

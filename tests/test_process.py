@@ -13,13 +13,12 @@ import shlex
 import signal
 import sys
 
-import pykka
 import pytest
 
 from clinit import Entry, Process, ProcessState
 from clinit.fsm import ANY, Machine
 from clinit.process import TABLE, Timings
-from conftest import gone, proc_state, wait_for
+from conftest import Recorder, gone, proc_state, wait_for
 
 S = ProcessState
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}
@@ -28,20 +27,6 @@ FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 def entry(command: str, mode: str = "once", tag: str = "t", group: str = "g",
           levels: str = "1") -> Entry:
     return Entry(group, tag, levels, mode, command, 1)
-
-
-class Recorder(pykka.ThreadingActor):
-    """A listener: keeps every message a process sends it."""
-
-    def __init__(self):
-        super().__init__()
-        self.got = []
-
-    def on_receive(self, message):
-        self.got.append(message)
-
-    def messages(self):
-        return list(self.got)
 
 
 @pytest.fixture
