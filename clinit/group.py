@@ -171,6 +171,7 @@ class Group(Actor):
             _, urn, token = message
             if self._stopping.get(urn) == token:
                 del self._stopping[urn]
+                self._forget_member(urn)  # its stop was final: the actor has ended
                 if not self._stopping:
                     self._all_stopped()
         elif kind == "fault":
@@ -251,12 +252,27 @@ class Group(Actor):
         return entry is None or member.faulted or not member.entry.same_run(entry)
 
     def _stop_member(self, member: _Member) -> None:
-        # Every stop the group makes is final: a stopped member is dropped at
-        # DUMPING, and its actor ends itself, off the group's critical path.
+        # Every stop the group makes is final: the member's actor ends itself
+        # once it acknowledges, off the group's critical path, and the group
+        # forgets it then.  A member already being stopped is left to finish
+        # that stop (a re-tell or halt never stops it twice), and one whose
+        # actor has already ended counts as stopped.
+        if member.doomed:
+            return
+        urn = member.ref.actor_urn
         self._token += 1
-        self._stopping[member.ref.actor_urn] = self._token
         member.doomed = True
-        member.ref.tell(("down", self._token, True))
+        try:
+            member.ref.tell(("down", self._token, True))
+        except pykka.ActorDeadError:
+            self._forget_member(urn)
+            return
+        self._stopping[urn] = self._token
+
+    def _forget_member(self, urn: str) -> None:
+        member = self._by_urn.pop(urn, None)
+        if member is not None and self._members.get(member.entry.tag) is member:
+            del self._members[member.entry.tag]
 
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
@@ -282,7 +298,10 @@ class Group(Actor):
                 del self._members[tag]
                 del self._by_urn[member.ref.actor_urn]
                 if not member.doomed:
-                    member.ref.stop(block=False)
+                    try:
+                        member.ref.stop(block=False)
+                    except pykka.ActorDeadError:
+                        pass
         if self._target is not None:
             self.level = self._target
             self._walk = list(reversed(wanted.values()))
