@@ -46,6 +46,8 @@ from .actor import Actor
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
+from .messages import (DropGroup, GroupChanged, Halt, Listening, MemberChanged, Request,
+                       ShutdownTimeout, Signal, Tell)
 from .process import Timings
 from .paths import resolve
 from .pgroups import find_by_environ, kill_children
@@ -84,7 +86,8 @@ TABLE = (
     row(D.STARTING, "listening", D.SERVING, note="run() read cltab and bound the socket"),
     row((D.STARTING, D.SERVING), "shutdown", D.HALTING, action="halt_all", note="answered at once"),
     row(D.HALTING, "halted", D.EXITED, action="exit", note="every group CONFIGURED: all reaped"),
-    row(D.HALTING, "timeout", D.EXITED, action="kill_and_exit", note="a shutdown that took too long"),
+    row(D.HALTING, "shutdown_timeout", D.EXITED, action="kill_and_exit",
+        note="a shutdown that took too long"),
 )
 
 
@@ -94,8 +97,8 @@ def dot() -> str:
 
 
 class Daemon(Actor):
-    """Messages: `("request", dict)` (ask: answers `(ok, text)`),
-    `("group", name, level, state)`, `("signal", signum)`, `("listening",)`."""
+    """Messages: `Request(dict)` (ask: answers `(ok, text)`), `GroupChanged`,
+    `MemberChanged`, `Signal(signum)`, `Listening()`, `ShutdownTimeout()`."""
 
     def __init__(self, cltab, settings: dict, writer: pykka.ActorRef, on_exit):
         super().__init__()
@@ -109,10 +112,11 @@ class Daemon(Actor):
         self.dropping: set[str] = set()  # deleted from cltab, halting
         self.machine = Machine(self, TABLE, D.STARTING)
         self.clean = True  # False once a shutdown had to kill what did not stop
+        self.seq = 0  # numbers every tell and halt sent to a group
 
     def on_receive(self, message: Any) -> Any:
-        if message[0] == "request":
-            return self.request(message[1])
+        if isinstance(message, Request):
+            return self.request(message.request)
         try:
             self._receive(message)
         except Exception as exc:  # noqa: BLE001 - the root actor logs and carries on
@@ -123,22 +127,23 @@ class Daemon(Actor):
         return None
 
     def _receive(self, message: Any) -> None:
-        kind = message[0]
-        if kind == "group":
-            _, name, level, state = message
-            self.group_changed(name, level, state)
-        elif kind == "signal":
-            signum = message[1]
-            if signum == signal.SIGHUP:
+        match message:
+            case GroupChanged():
+                self.group_changed(message)
+            case MemberChanged():
+                pass  # the operators' views are built from these
+            case Signal(signal.SIGHUP):
                 ok, text = self.reread()
                 (log.info if ok else log.error)("SIGHUP: %s", text)
-            else:
+            case Signal(signum):
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 self.shutdown()
-        elif kind in ("listening", "timeout"):
-            self.machine.fire(kind)
-        else:
-            log.warning("daemon: unknown message %r", message)
+            case Listening():
+                self.machine.fire("listening")
+            case ShutdownTimeout():
+                self.machine.fire("shutdown_timeout")
+            case _:
+                log.warning("daemon: unknown message %r", message)
 
     def on_stop(self) -> None:
         for ref in self.groups.values():
@@ -211,7 +216,8 @@ class Daemon(Actor):
         if ref is None:
             ref = Group.start(name, self.cltab.path, self.actor_ref, self.settings)
             self.groups[name] = ref
-        if not self._send(name, ("tell", level, self.cltab)):
+        self.seq += 1
+        if not self._send(name, Tell(level, self.cltab, self.seq)):
             return False, f"internal error: group {name} died; tell it again"
         return True, "level transition started"
 
@@ -231,7 +237,7 @@ class Daemon(Actor):
             if not cltab.has_group(name) and name not in self.dropping:
                 log.info("group %s deleted from %s: halting it", name, path)
                 self.dropping.add(name)
-                self._send(name, ("halt",))
+                self._send(name, self._halt())
         return True, f"{path} re-read"
 
     def shutdown(self) -> tuple[bool, str]:
@@ -243,10 +249,14 @@ class Daemon(Actor):
     def halt_all(self) -> None:
         t = Timings.from_settings({**self.settings, **self.cltab.settings})
         limit = t.term_delay + 2 * t.kill_delay + SHUTDOWN_GRACE
-        timers.after(limit, self.actor_ref, ("timeout",))
+        timers.after(limit, self.actor_ref, ShutdownTimeout())
         for name in list(self.groups):
-            self._send(name, ("halt",))
+            self._send(name, self._halt())
         self._maybe_exit()
+
+    def _halt(self) -> Halt:
+        self.seq += 1
+        return Halt(self.seq)
 
     def exit(self) -> None:
         if self.on_exit is not None:
@@ -263,16 +273,17 @@ class Daemon(Actor):
 
     # -- group reports ---------------------------------------------------
 
-    def group_changed(self, name: str, level, state: GroupState) -> None:
+    def group_changed(self, change: GroupChanged) -> None:
+        name, state = change.name, change.state
         if name not in self.groups:
             return
         self.states[name] = state
-        self.writer.tell(("group", name, level, state))
+        self.writer.tell(change)
         if state is GroupState.CONFIGURED and name in self.dropping:
             self.dropping.discard(name)
             self.groups.pop(name).stop(block=False)
             self.states.pop(name, None)
-            self.writer.tell(("drop", name))
+            self.writer.tell(DropGroup(name))
         self._maybe_exit()
 
     def _maybe_exit(self) -> None:
@@ -352,12 +363,12 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         except (OSError, KeyError) as err:
             raise DaemonError(f"{conf['socket']}: cannot listen: {err}") from None
         daemon_ref = Daemon.start(table, merged, writer, server.wake)
-        daemon_ref.tell(("listening",))
-        server.dispatch = lambda req: daemon_ref.ask(("request", req), timeout=ANSWER_TIMEOUT)
+        daemon_ref.tell(Listening())
+        server.dispatch = lambda req: daemon_ref.ask(Request(req), timeout=ANSWER_TIMEOUT)
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.getsignal(sig)
-            reaper.on_signal(sig, lambda signum: daemon_ref.tell(("signal", signum)))
+            reaper.on_signal(sig, lambda signum: daemon_ref.tell(Signal(signum)))
         log.info("clinit daemon %d: cltab %s, socket %s, status %s",
                  os.getpid(), conf["cltab"], conf["socket"], conf["clstat"])
         server.serve()

@@ -55,9 +55,11 @@ class Machine:
     the owner decides whether that is worth a log line.
     """
 
+    __slots__ = ("owner", "_state", "log", "_index")
+
     def __init__(self, owner: Any, table: tuple[Row, ...], initial: enum.Enum):
         self.owner = owner
-        self.state = initial
+        self._state = initial
         # At least the newest LOG_MAX transitions: enough to see any state
         # passed through, bounded so a process respawning for months stays
         # small.  (A list trimmed in halves: an empty deque costs 600 bytes,
@@ -65,11 +67,16 @@ class Machine:
         self.log: list[tuple[enum.Enum, str, enum.Enum]] = []
         self._index = _index_of(table, type(initial))
 
+    @property
+    def state(self) -> enum.Enum:
+        """The current state: read-only, only `fire` changes it."""
+        return self._state
+
     def can(self, event: str) -> bool:
         return self._find(event) is not None
 
     def _find(self, event: str) -> Row | None:
-        for candidate in self._index.get((self.state, event), ()):
+        for candidate in self._index.get((self._state, event), ()):
             if candidate.guard is None or getattr(self.owner, candidate.guard)():
                 return candidate
         return None
@@ -78,8 +85,8 @@ class Machine:
         found = self._find(event)
         if found is None:
             return False
-        old = self.state
-        self.state = found.target
+        old = self._state
+        self._state = found.target
         self.log.append((old, event, found.target))
         if len(self.log) >= 2 * LOG_MAX:
             del self.log[:LOG_MAX]

@@ -5,7 +5,13 @@ want (not in the level, deleted from cltab, or with a changed mode or
 command), forgets them, then walks the level's entries in cltab order:
 new or changed entries start, `wait` and `test` entries block the walk
 until they finish, entries that already ran unchanged are skipped.
-Every transition goes to the listener as `("group", name, level, state)`.
+Every transition goes to the listener as `messages.GroupChanged` (with
+the number of the newest tell or halt, so a waiter knows which request a
+report answers), and every member's change as `messages.MemberChanged`.
+
+A tell or halt may arrive at any moment of the walk: the newest wins.
+A member already being stopped finishes that stop (it is never stopped
+twice), and a member whose actor has ended counts as stopped.
 
 Faults.  A process actor that faults stops its own process and tells the
 group: the group turns FAILED (at once when settled, at CHECKING while
@@ -14,8 +20,8 @@ exception inside the group actor itself is logged with the group's name
 and state, and the group halts every process it holds and ends FAILED
 (the level it was at stays on its status line); the next tell starts
 afresh.  A fault while halting is logged and the halt goes on.  These
-overrides are recorded in `transitions()` with the event "fault"; the
-table itself is the one of SPEC §4.
+are rows of the table too (`member_fault`, `fault`, `killed`), on top of
+the walk of SPEC §4.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from typing import Any
 
 import pykka
 
+import time
+
 from . import reaper
 from .actor import Actor
 from .cltab import load_cltab
 from .fsm import ANY, Machine, row, to_dot
+from .messages import (Down, Fault, GroupChanged, Halt, MemberChanged, ProcessChanged, Stopped,
+                       Tell, Up)
 from .process import Process, ProcessState, Timings, injected_fault
 
 __all__ = ["Group", "GroupState", "TABLE", "dot"]
@@ -54,22 +64,32 @@ class GroupState(enum.Enum):
 
 G = GroupState
 P = ProcessState
+_NOT_HALTING = frozenset(GroupState) - {G.HALTING}  # a fault while halting: the halt goes on
 
 TABLE = (
     row(ANY, "tell", G.STOPPING, action="stop_unwanted", note="stop what the new level does not want"),
     row(G.STOPPING, "stopped", G.DUMPING, action="dump", note="all of it is stopped"),
     row(G.DUMPING, "dumped", G.STARTING, action="walk"),
+    row(G.STARTING, "unblocked", G.STARTING, action="walk", note="a wait or test entry finished: walk on"),
     row(G.STARTING, "walked", G.CHECKING, action="check"),
     row(G.CHECKING, "failed", G.FAILED, note="a test failed, or a process faulted"),
     row(G.CHECKING, "passed", G.PASSED, note="every entry is a test and all passed"),
     row(G.CHECKING, "done", G.DONE),
+    row((G.DONE, G.PASSED), "member_fault", G.FAILED, note="a process actor faulted: replaced on the next tell"),
     row(ANY, "halt", G.HALTING, action="stop_all"),
+    row(G.HALTING, "stopped", G.FAILED, guard="halting_after_fault", action="dump",
+        note="the group actor faulted: its level stays on the status line"),
     row(G.HALTING, "stopped", G.CONFIGURED, action="dump"),
+    row(_NOT_HALTING, "fault", G.HALTING, action="stop_all",
+        note="the group actor faulted: halt every process, end FAILED"),
+    row(ANY, "killed", G.FAILED, action="drop_all",
+        note="last resort: the halt after a fault failed too; processes killed"),
 )
 
 # a blocking entry's process has finished when it reports one of these
 _FINISHED = frozenset({P.DONE, P.PASS, P.FAIL, P.CONFIGURED})
 _BLOCKING_MODES = ("wait", "test")
+_SETTLED = frozenset({G.DONE, G.PASSED, G.FAILED})
 
 
 def dot() -> str:
@@ -80,15 +100,18 @@ def dot() -> str:
 class _Member:
     """What the group knows of one of its processes."""
 
-    __slots__ = ("entry", "ref", "state", "rc", "faulted", "doomed")
+    __slots__ = ("entry", "ref", "info", "faulted", "doomed")
 
     def __init__(self, entry, ref):
         self.entry = entry
         self.ref = ref
-        self.state = P.CONFIGURED
-        self.rc = None
+        self.info = ProcessChanged(ref.actor_urn, entry.tag, P.CONFIGURED, None)  # its last report
         self.faulted = False  # its actor faulted: replaced on the next tell
         self.doomed = False  # told to end itself once stopped: never reused
+
+    @property
+    def state(self) -> ProcessState:
+        return self.info.state
 
 
 class Group(Actor):
@@ -104,6 +127,7 @@ class Group(Actor):
         self.settings = dict(settings or {})
         self.machine = Machine(self, TABLE, G.CONFIGURED)
         self.level: str | None = None  # the level the status line shows
+        self.seq = 0  # the newest Tell/Halt taken, echoed in every GroupChanged
         self._target: str | None = None  # the level being told
         self._cltab = None
         self._members: dict[str, _Member] = {}  # tag -> member
@@ -114,32 +138,22 @@ class Group(Actor):
         self._blocked: tuple[str, bool] | None = None  # (urn, seen it start) of a wait/test
         self._faults: list[str] = []
         self._fault_halt = False  # halting because the group itself faulted: end FAILED
+        self._since = time.monotonic()  # when the request under way arrived
 
-    # -- public API (through a proxy) ----------------------------------
+    # -- public API (through a proxy): each is the same way in as its message
 
-    def tell(self, level: str, cltab=None) -> str:
-        """Switch the group to `level`; re-reads cltab_path unless given a table."""
+    def tell(self, level: str, cltab=None, seq: int = 0) -> str:
+        """Switch the group to `level`; re-reads cltab_path unless given a table.
+
+        A bad table raises CltabError here and changes nothing."""
         if cltab is None:
             cltab = load_cltab(self.cltab_path)
-        self._cltab = cltab
-        self._target = level
-        self._walk = []
-        self._blocked = None
-        self._faults = []
-        self._fault_halt = False
-        self.machine.fire("tell")
+        self.on_receive(Tell(level, cltab, seq))
         return "level transition started"
 
-    def halt(self) -> str:
-        self._fault_halt = False
-        self._halt()
+    def halt(self, seq: int = 0) -> str:
+        self.on_receive(Halt(seq))
         return "group halting"
-
-    def _halt(self) -> None:
-        self._target = None
-        self._walk = []
-        self._blocked = None
-        self.machine.fire("halt")
 
     def state(self) -> GroupState:
         return self.machine.state
@@ -149,7 +163,7 @@ class Group(Actor):
 
     def processes(self) -> dict:
         """tag -> (ProcessState, last exit code) of every process the group holds."""
-        return {tag: (m.state, m.rc) for tag, m in self._members.items()}
+        return {tag: (m.state, m.info.rc) for tag, m in self._members.items()}
 
     # -- messages --------------------------------------------------------
 
@@ -160,92 +174,122 @@ class Group(Actor):
             self._fault(exc)
 
     def _receive(self, message: Any) -> None:
-        kind = message[0]
-        if kind == "process":
-            _, urn, _tag, state, rc = message
-            member = self._by_urn.get(urn)
-            if member is not None:
-                member.state, member.rc = state, rc
-                self._on_progress(urn, state)
-        elif kind == "stopped":
-            _, urn, token = message
-            if self._stopping.get(urn) == token:
-                del self._stopping[urn]
-                self._forget_member(urn)  # its stop was final: the actor has ended
-                if not self._stopping:
-                    self._all_stopped()
-        elif kind == "fault":
-            _, urn, tag, text = message
-            member = self._by_urn.get(urn)
-            if member is not None:
-                member.faulted = True
-                self._faults.append(f"{tag}: {text}")
-                if self.machine.state in (G.DONE, G.PASSED):
-                    self._force(G.FAILED)
-        elif kind == "tell":
-            self.tell(*message[1:])
-        elif kind == "halt":
-            self.halt()
-        else:
-            log.warning("group %s: unknown message %r", self.name, message)
+        match message:
+            case ProcessChanged(urn=urn, state=state):
+                member = self._by_urn.get(urn)
+                if member is not None:
+                    member.info = message
+                    self._forward(message)
+                    self._on_progress(urn, state)
+            case Stopped(urn, token):
+                if self._stopping.get(urn) == token:
+                    del self._stopping[urn]
+                    self._forget_member(urn)  # its stop was final: the actor has ended
+                    if not self._stopping:
+                        self._all_stopped()
+            case Fault(urn, tag, text):
+                member = self._by_urn.get(urn)
+                if member is not None:
+                    member.faulted = True
+                    self._faults.append(f"{tag}: {text}")
+                    self.machine.fire("member_fault")  # settled: FAILED; else CHECKING sees it
+            case Tell(level, cltab, seq):
+                self._tell(level, cltab, seq)
+            case Halt(seq):
+                self.seq = max(self.seq, seq)
+                self._fault_halt = False
+                self._halt()
+            case _:
+                log.warning("group %s: unknown message %r", self.name, message)
+
+    def _tell(self, level: str, cltab, seq: int) -> None:
+        if cltab is None:
+            cltab = load_cltab(self.cltab_path)
+        self.seq = max(self.seq, seq)
+        if level != self._target:
+            log.info("group %s: told level %s (was %s)", self.name, level,
+                     self._target if self._target is not None else "none")
+        self._cltab = cltab
+        self._target = level
+        self._walk = []
+        self._blocked = None
+        self._faults = []
+        self._fault_halt = False
+        self._since = time.monotonic()
+        self.machine.fire("tell")
+
+    def _halt(self) -> None:
+        self._target = None
+        self._walk = []
+        self._blocked = None
+        self._since = time.monotonic()
+        self.machine.fire("halt")
 
     def on_transition(self, old, event, new) -> None:
         if new is G.DONE:
             injected_fault("group", self.name)
-        if self.listener is not None:
+        if new in _SETTLED:
+            log.info("group %s settled %s at level %s in %.3f s", self.name, new, self.level,
+                     time.monotonic() - self._since)
+        if self.listener is not None and new is not old:  # a self-loop shows nothing new
             try:
-                self.listener.tell(("group", self.name, self.level, new))
+                self.listener.tell(GroupChanged(self.name, self.level, new, self.seq))
             except pykka.ActorDeadError:
                 self.listener = None
 
-    def _force(self, new: GroupState, event: str = "fault") -> None:
-        """A transition outside the table (fault policy), logged like any other."""
-        old = self.machine.state
-        self.machine.state = new
-        self.machine.log.append((old, event, new))
-        self.on_transition(old, event, new)
+    def _forward(self, change: ProcessChanged) -> None:
+        """Pass a member's change on, so the daemon can show every process."""
+        if self.listener is not None:
+            try:
+                self.listener.tell(MemberChanged(self.name, change))
+            except pykka.ActorDeadError:
+                self.listener = None
 
     def _fault(self, exc: BaseException) -> None:
         state = self.machine.state
         log.error("group %s failed in state %s: %s: %s; halting its processes",
                   self.name, state, type(exc).__name__, exc, exc_info=exc)
         self._faults.append(f"group: {type(exc).__name__}: {exc}")
-        if state is G.HALTING:
-            return  # the halt under way goes on
         try:
-            self._fault_halt = True
-            self._halt()
+            self._fault_halt = state is not G.HALTING or self._fault_halt
+            self._target = None
+            self._walk = []
+            self._blocked = None
+            self.machine.fire("fault")  # a halt under way goes on
         except Exception:  # noqa: BLE001 - last resort: nothing may run unsupervised
             log.exception("group %s: halting after the fault failed too: killing its processes",
                           self.name)
-            self._drop_all()
+            self.machine.fire("killed")
 
-    def _drop_all(self) -> None:
+    def drop_all(self) -> None:
         for member in list(self._members.values()):
-            member.ref.stop(block=False)  # a Process kills its process group as it ends
+            try:
+                member.ref.stop(block=False)  # a Process kills its process group as it ends
+            except pykka.ActorDeadError:
+                pass
         self._members.clear()
         self._by_urn.clear()
         self._stopping.clear()
-        self._force(G.FAILED)
 
     def on_failure(self, exc_type, exc_value, tb) -> None:
         # Only reached if pykka itself stops the actor (the handlers are guarded).
         log.error("group %s died in state %s: %r; killing its processes",
                   self.name, self.machine.state, exc_value)
-        self._drop_all()
+        self.machine.fire("killed")
 
     def on_stop(self) -> None:
         for member in list(self._members.values()):
             member.ref.stop()
 
+    # -- guards ----------------------------------------------------------
+
+    def halting_after_fault(self) -> bool:
+        return self._fault_halt
+
     # -- actions ---------------------------------------------------------
 
     def _all_stopped(self) -> None:
-        if self.machine.state is G.HALTING and self._fault_halt:
-            self.dump()
-            self._force(G.FAILED)
-        else:
-            self.machine.fire("stopped")
+        self.machine.fire("stopped")
 
     @staticmethod
     def _unwanted(member: _Member, entry) -> bool:
@@ -263,16 +307,20 @@ class Group(Actor):
         self._token += 1
         member.doomed = True
         try:
-            member.ref.tell(("down", self._token, True))
+            member.ref.tell(Down(self._token, True))
         except pykka.ActorDeadError:
             self._forget_member(urn)
             return
         self._stopping[urn] = self._token
+        if member.info.pid is not None:
+            self._forward(member.info._replace(state=P.STOPPING))
 
     def _forget_member(self, urn: str) -> None:
         member = self._by_urn.pop(urn, None)
-        if member is not None and self._members.get(member.entry.tag) is member:
-            del self._members[member.entry.tag]
+        if member is not None:
+            if self._members.get(member.entry.tag) is member:
+                del self._members[member.entry.tag]
+            self._forward(member.info._replace(state=P.CONFIGURED, pid=None))
 
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
@@ -329,8 +377,8 @@ class Group(Actor):
         self.machine.fire("walked")
 
     def _up(self, member: _Member) -> None:
-        member.state = P.SETUP  # it will leave CONFIGURED; reports follow
-        member.ref.tell(("up",))
+        member.info = member.info._replace(state=P.SETUP)  # it will leave CONFIGURED; reports follow
+        member.ref.tell(Up())
         if member.entry.mode in _BLOCKING_MODES:
             self._blocked = (member.ref.actor_urn, False)
 
@@ -341,8 +389,7 @@ class Group(Actor):
             self._blocked = (urn, True)
         elif self._blocked[1] and state in _FINISHED:
             self._blocked = None
-            if self.machine.state is G.STARTING:
-                self.walk()
+            self.machine.fire("unblocked")  # walks on while STARTING
 
     def check(self) -> None:
         entries = self._cltab.level(self.name, self.level)

@@ -5,7 +5,10 @@ of its own, learns of its exit from the SIGCHLD bridge, restarts it
 (respawn, with a rate limit), and stops it gracefully: SIGINT to the
 whole process group, SIGTERM `term_delay` seconds later, SIGKILL
 `kill_delay` seconds after that.  Every transition is reported to the
-listener (the Group) as `("process", urn, tag, state, rc)`.
+listener (the Group) as a `messages.ProcessChanged`.  Every change of
+state goes through the table: the stop ladder is the rows `stop`,
+`term_timeout`, `kill_timeout` (and `give_up` for a leaderless stop),
+faults are the `fault` rows.
 
 Leftovers.  A leader that exits may leave processes in its group (`once`
 entry `sleep 1000 & exit 0`, a `wait` script that starts a daemon).  The
@@ -15,16 +18,20 @@ empty (or `kill_delay` after the SIGKILL).  A pgid is only signalled when
 it is still provably ours: no Process started a new leader with that id
 since, the process with that id does not exist (our leader was reaped),
 and every member descends from this process (the daemon is a child
-subreaper, so orphans are re-parented to it).  A library user that is
+subreaper, so orphans are re-parented to it).  A respawn entry's next
+instance starts only once the last one's leftovers are gone (the
+PAUSING rows `leftovers` ... `leftovers_gone`, with the same ladder):
+workers of a SIGKILLed nginx master would otherwise keep its port and
+fail every restart.  A library user that is
 not a subreaper fails the last check: the leftovers are then logged and
 left alone.  A process that starts a session of its own (setsid) has left
 the group and is out of reach, as with any process-group based init.
 
 Faults.  An exception inside the actor (a bug, or an injected fault) is
 caught around every message: it is logged with the tag and the state,
-the group hears `("fault", urn, tag, text)`, and the actor stops its
-process with the ordinary ladder (state STOPPING, event "fault" in
-`transitions()`; CONFIGURED at once when nothing runs).  It never
+the group hears `messages.Fault`, and the actor stops its process with
+the ordinary ladder (the `fault` rows: STOPPING, or CONFIGURED at once
+when nothing runs).  It never
 restarts it: the group turns FAILED and replaces the actor on the next
 tell.  `CLINIT_FAULT_INJECT=process:TAG` (or `group:NAME`) in the
 daemon's environment makes that actor raise once, when it first reaches
@@ -45,7 +52,8 @@ import pykka
 
 from . import reaper, timers
 from .actor import Actor
-from .fsm import Machine, row, to_dot
+from .fsm import ANY, Machine, row, to_dot
+from .messages import Down, Exited, Fault, ProcessChanged, Stopped, Tick, Up
 from .pgroups import claim, killpg, members_of, owner, release
 
 __all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot", "InjectedFault"]
@@ -104,21 +112,32 @@ TABLE = (
     row(S.RUNTEST, "exited", S.TESTING, action="check_status"),
     row(S.RUNBG, "started", S.DONE, note="background entries run in DONE"),
     row((S.RUNFG, S.RUNBG, S.RUNTEST), "execfailed", S.CONFIGURED, action="log_exec_error"),
-    row(S.DONE, "exited", S.PAUSING, guard="is_respawn", action="check_rate"),
+    row(S.DONE, "exited", S.PAUSING, guard="is_respawn", action="before_respawn"),
     row(S.DONE, "exited", S.DONE, action="record_exit", note="once: not restarted"),
     row(S.PAUSING, "continue", S.RUNBG, action="exec"),
     row(S.PAUSING, "too_rapid", S.PAUSING, action="pause", note="a timer sends continue later"),
+    row(S.PAUSING, "leftovers", S.PAUSING, action="send_int",
+        note="the last instance left processes in its group: the ladder before a restart"),
+    row(S.PAUSING, "term_timeout", S.PAUSING, guard="clearing", action="send_term"),
+    row(S.PAUSING, "kill_timeout", S.PAUSING, guard="clearing", action="send_kill"),
+    row(S.PAUSING, "leftovers_gone", S.PAUSING, guard="clearing", action="check_rate"),
+    row(S.PAUSING, "give_up", S.PAUSING, guard="clearing", action="gave_up"),
     row(S.TESTING, "rc_zero", S.PASS),
     row(S.TESTING, "rc_nonzero", S.FAIL),
     row((S.PASS, S.FAIL), "start", S.SETUP, action="check_mode", note="tests re-run"),
-    row(_STOPPABLE, "stop", S.STOPPING, guard="alive", action="signal_group"),
+    row(_STOPPABLE, "stop", S.STOPPING, guard="alive", action="send_int", note="SIGINT first"),
     row(_STOPPABLE, "stop", S.CONFIGURED, note="nothing runs: stopped at once"),
-    row(S.STOPPING, "timeout", S.STOPPING, action="escalate"),
-    row(S.STOPPING, "exited", S.CONFIGURED, action="finish_stop"),
+    row(S.STOPPING, "term_timeout", S.STOPPING, action="send_term", note="term_delay after SIGINT"),
+    row(S.STOPPING, "kill_timeout", S.STOPPING, action="send_kill", note="kill_delay after SIGTERM"),
+    row(S.STOPPING, "give_up", S.CONFIGURED, action="finish_stop",
+        note="a leaderless stop: leftovers outlived SIGKILL by kill_delay"),
+    row(S.STOPPING, "exited", S.CONFIGURED, action="finish_stop", note="the leader (or the last leftover) is gone"),
+    row(ANY, "fault", S.STOPPING, guard="alive", action="send_int",
+        note="the actor faulted: stop what runs, never restart it"),
+    row(ANY, "fault", S.CONFIGURED, action="forget_groups", note="the actor faulted; nothing runs"),
 )
 
-#: signals of a stop, in order; the delay before each after the first is a Timings field
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+_FAILING_WARN = 3  # failed runs in a row of a respawn entry before each warning
 # every signal a child gets back at its default disposition, none blocked
 _DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 
@@ -165,10 +184,13 @@ class Process(Actor):
         self._pgid: int | None = None
         self.rc: int | None = None  # last exit code (negative: killed by that signal)
         self.level = level if level is not None else ""
-        self._gen = 0  # bumps on every stop, so stale timer messages are ignored
-        self._stop_step = 0
+        self._gen = 0  # bumps on every stop, so stale timer ticks are ignored
         self._timer: int | None = None
-        self._last_start = 0.0
+        self._last_start = 0.0  # monotonic
+        self._started: float | None = None  # wall clock of the last spawn, for operators
+        self._restarts = 0  # respawns since the actor started
+        self._failing = 0  # failed exits in a row of a respawn entry
+        self._throttled_until: float | None = None
         self._quick = 0  # restarts in a row that came under respawn_window
         self._down_token: Any = None  # acknowledge the stop that carried it
         self._final = False  # end the actor once that stop is acknowledged
@@ -177,38 +199,24 @@ class Process(Actor):
         self._leftover: list[int] = _EMPTY
         self._watched: set[int] = _EMPTY
         self._stopping_leader = False  # the stop under way began with a live leader
+        self._clearing = False  # PAUSING: the last instance's leftovers are being stopped
+        self._name = f"{entry.group}/{entry.tag}"  # how log records name it
 
-    # -- public API (through a proxy) ----------------------------------
+    # -- public API (through a proxy): each is the same way in as its message
 
     def up(self) -> None:
-        """The table's `start` event."""
-        self._guarded(self.machine.fire, "start")
+        """The table's `start` event (`Up()`)."""
+        self.on_receive(Up())
 
     def down(self, token: Any = None, final: bool = False) -> None:
-        """The table's `stop` event.
+        """The table's `stop` event (`Down(token, final)`).
 
-        With a token, the listener hears `("stopped", urn, token)` once
-        the process is CONFIGURED (at once if nothing runs).  With
-        `final`, the actor then ends itself (its owner has forgotten it),
-        so a group dropping a thousand processes does not stop each one.
+        With a token, the listener hears `Stopped(urn, token)` once the
+        process is CONFIGURED (at once if nothing runs).  With `final`,
+        the actor then ends itself (its owner has forgotten it), so a
+        group dropping a thousand processes does not stop each one.
         """
-        self._guarded(self._down, token, final)
-
-    def _down(self, token: Any, final: bool = False) -> None:
-        self._final = self._final or final
-        if token is not None:
-            self._down_token = token
-        if self.machine.state is not S.STOPPING:  # a stop under way keeps its ladder going
-            self._gen += 1  # void the timers of what was under way (a respawn pause)
-            self.machine.fire("stop")
-        self._ack_stop()
-
-    def _ack_stop(self) -> None:
-        if self._down_token is not None and self.machine.state is S.CONFIGURED:
-            token, self._down_token = self._down_token, None
-            self._notify(("stopped", self.actor_urn, token))
-            if self._final:
-                self.stop()
+        self.on_receive(Down(token, final))
 
     def state(self) -> ProcessState:
         return self.machine.state
@@ -222,37 +230,89 @@ class Process(Actor):
     # -- messages --------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        self._guarded(self._receive, message)
+        try:
+            self._receive(message)
+        except Exception as exc:  # noqa: BLE001 - the fault policy is the handler
+            self._fault(exc)
 
     def _receive(self, message: Any) -> None:
-        kind = message[0]
-        if kind == reaper.EXITED:
-            _, pid, status = message
-            if pid == self._pid:
-                self._pid = None
-                self.rc = os.waitstatus_to_exitcode(status)
-                if self.machine.state is not S.STOPPING:
-                    self._remember_leftover(self._pgid)
-                self.machine.fire("exited")
-            elif pid in self._watched:
-                self._watched.discard(pid)
-                self._check_leftovers()
-        elif kind == "up":
-            self.up()
-        elif kind == "down":
-            self.down(*message[1:])
-        elif kind in ("timeout", "continue"):
-            if message[1] == self._gen:
-                self._timer = None
-                self.machine.fire(kind)
-        else:
-            log.warning("%s: unknown message %r", self.entry.tag, message)
+        match message:
+            case Exited(pid, status):
+                if pid == self._pid:
+                    self._leader_exited(status)
+                elif pid in self._watched:
+                    self._watched.discard(pid)
+                    self._check_leftovers()
+            case Up():
+                self.machine.fire("start")
+            case Down(token, final):
+                self._down(token, final)
+            case Tick(event, gen):
+                if gen == self._gen:
+                    self._timer = None
+                    self.machine.fire(event)
+            case _:
+                log.warning("%s: unknown message %r", self._name, message)
+
+    def _leader_exited(self, status: int | None) -> None:
+        self.rc = None if status is None else os.waitstatus_to_exitcode(status)
+        self._pid = None
+        state = self.machine.state
+        expected = state is S.STOPPING or self.entry.mode != "respawn"
+        log.info("%s: pid %s %s%s", self._name, self._pgid, _exit_text(self.rc),
+                 "" if expected else " (unexpected: respawning)")
+        if self.entry.mode == "respawn" and state is not S.STOPPING:
+            self._count_failure()
+        if state is not S.STOPPING:
+            self._remember_leftover(self._pgid)
+        self.machine.fire("exited")
+
+    def _count_failure(self) -> None:
+        """A respawn entry that keeps failing is worth a warning, however slowly it fails."""
+        lived = time.monotonic() - self._last_start
+        if self.rc == 0 or lived >= max(self.timings.respawn_pause, self.timings.respawn_window):
+            self._failing = 0
+            return
+        self._failing += 1
+        if self._failing >= _FAILING_WARN:
+            log.warning("%s keeps failing: %d failed runs in a row (last: %s, after %.1f s)",
+                        self._name, self._failing, _exit_text(self.rc), lived)
+
+    def _down(self, token: Any, final: bool = False) -> None:
+        self._final = self._final or final
+        if token is not None:
+            self._down_token = token
+        if self.machine.state is not S.STOPPING:  # a stop under way keeps its ladder going
+            self._void_timer()  # what was under way (a respawn pause) is over
+            self.machine.fire("stop")
+        self._ack_stop()
+
+    def _ack_stop(self) -> None:
+        if self._down_token is not None and self.machine.state is S.CONFIGURED:
+            token, self._down_token = self._down_token, None
+            self._notify(Stopped(self.actor_urn, token))
+            if self._final:
+                self.stop()
+
+    def _void_timer(self) -> None:
+        self._gen += 1
+        timers.cancel(self._timer)
+        self._timer = None
+        self._throttled_until = None
+
+    def _arm(self, delay: float, event: str) -> None:
+        self._timer = timers.after(delay, self.actor_ref, Tick(event, self._gen))
 
     def on_transition(self, old, event, new) -> None:
         if new in (S.DONE, S.RUNNING) and _inject["value"] is not None:
             injected_fault("process", self.entry.tag)
-        if not self._final:  # a final stop is reported once, by its ("stopped", ...) ack
-            self._notify(("process", self.actor_urn, self.entry.tag, new, self.rc))
+        if not self._final:  # a final stop is reported once, by its Stopped ack
+            self._notify(self.report())
+
+    def report(self) -> ProcessChanged:
+        """What the process is now, as its listener hears it."""
+        return ProcessChanged(self.actor_urn, self.entry.tag, self.machine.state, self.rc,
+                              self._pid, self._started, self._restarts, self._throttled_until)
 
     def _notify(self, message: tuple) -> None:
         if self.listener is not None:
@@ -263,42 +323,25 @@ class Process(Actor):
 
     # -- faults ----------------------------------------------------------
 
-    def _guarded(self, handler, *args) -> None:
-        """Run a handler; an exception in it is a fault of this actor (see the module doc)."""
-        try:
-            handler(*args)
-        except Exception as exc:  # noqa: BLE001 - the policy below is the handler
-            self._fault(exc)
-
     def _fault(self, exc: BaseException) -> None:
-        old = self.machine.state
         log.error("process %s failed in state %s: %s: %s; stopping its process",
-                  self.entry.tag, old, type(exc).__name__, exc, exc_info=exc)
+                  self._name, self.machine.state, type(exc).__name__, exc, exc_info=exc)
         try:
-            self._notify(("fault", self.actor_urn, self.entry.tag, f"{type(exc).__name__}: {exc}"))
-            self._gen += 1  # timers of whatever was under way are void
-            timers.cancel(self._timer)
-            self._timer = None
-            new = S.STOPPING if self.alive() else S.CONFIGURED
-            self.machine.state = new
-            self.machine.log.append((old, "fault", new))
-            self._notify(("process", self.actor_urn, self.entry.tag, new, self.rc))
-            if new is S.STOPPING:
-                self.signal_group()
-            else:
-                self._forget_groups()
-                self._ack_stop()
+            self._notify(Fault(self.actor_urn, self.entry.tag, f"{type(exc).__name__}: {exc}"))
+            self._void_timer()  # timers of whatever was under way are void
+            self.machine.fire("fault")  # STOPPING with the ladder, or CONFIGURED
+            self._ack_stop()
         except Exception:  # noqa: BLE001 - last resort: nothing may run unsupervised
             log.exception("process %s: the graceful stop after the fault failed too: "
-                          "killing its process group", self.entry.tag)
+                          "killing its process group", self._name)
             self._kill_all()
 
     def on_failure(self, exc_type, exc_value, tb) -> None:
         # Only reached if pykka itself stops the actor on an exception (the
         # handlers are guarded): no ladder is possible any more.
         log.error("process %s died in state %s: %r; killing its process group",
-                  self.entry.tag, self.machine.state, exc_value)
-        self._notify(("fault", self.actor_urn, self.entry.tag, f"{exc_type.__name__}: {exc_value}"))
+                  self._name, self.machine.state, exc_value)
+        self._notify(Fault(self.actor_urn, self.entry.tag, f"{exc_type.__name__}: {exc_value}"))
         self._kill_all()
 
     def on_stop(self) -> None:
@@ -361,11 +404,14 @@ class Process(Actor):
 
     def _check_leftovers(self) -> None:
         """A leftover orphan exited: a stop without a leader ends when none is left."""
-        if self.machine.state is S.STOPPING and self._pid is None and not self._stopping_leader:
+        state = self.machine.state
+        if state is S.STOPPING and self._pid is None and not self._stopping_leader:
             if not self._live_leftovers():
                 self.machine.fire("exited")
+        elif state is S.PAUSING and self._clearing and not self._live_leftovers():
+            self.machine.fire("leftovers_gone")
 
-    def _forget_groups(self) -> None:
+    def forget_groups(self) -> None:
         if self._pid is None and self._pgid is not None:
             release(self._pgid, self.actor_urn)
             self._pgid = None
@@ -378,6 +424,9 @@ class Process(Actor):
     def is_respawn(self) -> bool:
         return self.entry.mode == "respawn"
 
+    def clearing(self) -> bool:
+        return self._clearing
+
     def alive(self) -> bool:
         return self._pid is not None or bool(self._live_leftovers(watch=False))
 
@@ -387,6 +436,10 @@ class Process(Actor):
         self.machine.fire(self.entry.mode)
 
     def exec(self) -> None:
+        respawn = self.machine.log[-1][0] is S.PAUSING if self.machine.log else False
+        if self._throttled_until is not None:
+            self._throttled_until = None
+            log.info("%s: respawn pause over: resuming", self._name)
         self._last_start = time.monotonic()
         try:
             env = dict(os.environ, CLINIT_GROUP=self.entry.group, CLINIT_TAG=self.entry.tag,
@@ -398,8 +451,15 @@ class Process(Actor):
             self.machine.fire("execfailed", err)
             return
         self._pid = self._pgid = pid
+        self._started = time.time()
         claim(pid, self.actor_urn)  # a reused id now names this new group only
         self.rc = None
+        if respawn:
+            self._restarts += 1
+            log.info("%s: respawned as pid %d (restart %d)", self._name, pid, self._restarts)
+        else:
+            log.info("%s: spawned pid %d (%s, level %s)", self._name, pid, self.entry.mode,
+                     self.level)
         reaper.watch(pid, self.actor_ref)
         self.machine.fire("started")
 
@@ -412,15 +472,25 @@ class Process(Actor):
         return actions
 
     def log_exec_error(self, err: OSError) -> None:
-        log.error("%s: cannot run /bin/sh: %s", self.entry.tag, err)
+        log.error("%s: cannot run /bin/sh: %s", self._name, err)
 
     def record_exit(self) -> None:
-        log.debug("%s exited with %s", self.entry.tag, self.rc)
+        """Nothing to do: the exit was logged as it was reaped."""
 
     def check_status(self) -> None:
         self.machine.fire("rc_zero" if self.rc == 0 else "rc_nonzero")
 
+    def before_respawn(self) -> None:
+        """The last instance's leftovers go first (a port they hold would fail every restart)."""
+        if self._live_leftovers(watch=False):
+            log.info("%s: the last instance left processes in its group: stopping them "
+                     "before the respawn", self._name)
+            self.machine.fire("leftovers")
+        else:
+            self.check_rate()
+
     def check_rate(self) -> None:
+        self._clearing = False
         t = self.timings
         if time.monotonic() - self._last_start < t.respawn_window:
             self._quick += 1
@@ -434,14 +504,31 @@ class Process(Actor):
 
     def pause(self) -> None:
         pause = self.timings.respawn_pause
+        self._throttled_until = time.time() + pause
         log.warning("%s respawning too rapidly: sleeping %s seconds", self.entry.tag, _num(pause))
-        self._timer = timers.after(pause, self.actor_ref, ("continue", self._gen))
+        self._arm(pause, "continue")
 
-    def signal_group(self) -> None:
-        self._stop_step = 0
+    def send_int(self) -> None:
+        """The stop ladder's first step: SIGINT to the process group and its leftovers."""
         self._stopping_leader = self._pid is not None
-        self._signal_all(_STOP_SIGNALS[0])
-        self._timer = timers.after(self.timings.term_delay, self.actor_ref, ("timeout", self._gen))
+        self._clearing = self.machine.state is S.PAUSING
+        self._signal_all(signal.SIGINT)
+        self._arm(self.timings.term_delay, "term_timeout")
+        self._check_leftovers()
+
+    def send_term(self) -> None:
+        log.info("%s did not stop: sending SIGTERM", self._name)
+        self._signal_all(signal.SIGTERM)
+        self._arm(self.timings.kill_delay, "kill_timeout")
+        self._check_leftovers()
+
+    def send_kill(self) -> None:
+        log.info("%s did not stop: sending SIGKILL", self._name)
+        self._signal_all(signal.SIGKILL)
+        if not self._stopping_leader:
+            # members we cannot see exit (not our children), or that do not
+            # die even of SIGKILL: give up on them kill_delay from now
+            self._arm(self.timings.kill_delay, "give_up")
         self._check_leftovers()
 
     def _signal_all(self, sig: int) -> None:
@@ -450,24 +537,18 @@ class Process(Actor):
         for pgid in self._live_leftovers():
             killpg(pgid, sig)
 
-    def escalate(self) -> None:
-        if self._stop_step == len(_STOP_SIGNALS) - 1:
-            # only a stop without a leader gets here: members we cannot see exit
-            # (not our children) or that do not die even of SIGKILL
-            log.warning("%s: processes left in its group(s) %s outlived SIGKILL by %s s: "
-                        "giving up on them", self.entry.tag, self._live_leftovers(watch=False),
-                        _num(self.timings.kill_delay))
-            self.machine.fire("exited")
-            return
-        self._stop_step += 1
-        sig = _STOP_SIGNALS[self._stop_step]
-        log.info("%s did not stop: sending %s", self.entry.tag, sig.name)
-        self._signal_all(sig)
-        if sig is signal.SIGTERM or not self._stopping_leader:
-            self._timer = timers.after(self.timings.kill_delay, self.actor_ref, ("timeout", self._gen))
-        self._check_leftovers()
+    def gave_up(self) -> None:
+        log.warning("%s: processes left in its group(s) %s outlived SIGKILL by %s s: "
+                    "giving up on them", self._name, self._live_leftovers(watch=False),
+                    _num(self.timings.kill_delay))
+        self.forget_groups()
+        self.check_rate()
 
     def finish_stop(self) -> None:
+        if self.machine.log[-1][1] == "give_up":
+            log.warning("%s: processes left in its group(s) %s outlived SIGKILL by %s s: "
+                        "giving up on them", self._name, self._live_leftovers(watch=False),
+                        _num(self.timings.kill_delay))
         timers.cancel(self._timer)
         self._timer = None
         # The leader is gone; whatever is left of its process group (a
@@ -480,7 +561,7 @@ class Process(Actor):
         for pgid in self._live_leftovers(watch=False):
             killpg(pgid, signal.SIGKILL)
         self._stopping_leader = False
-        self._forget_groups()
+        self.forget_groups()
         self._ack_stop()
 
 
@@ -493,6 +574,17 @@ def _stop_left_at_exit() -> None:
             ref.stop(block=True, timeout=5)
         except Exception:  # noqa: BLE001 - exiting anyway
             pass
+
+
+def _exit_text(rc: int | None) -> str:
+    if rc is None:
+        return "ended (not our child: status unknown)"
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
 
 
 def _num(value: float) -> str:

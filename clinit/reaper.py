@@ -30,6 +30,7 @@ import threading
 import pykka
 
 from .actor import Actor
+from .messages import Exited
 __all__ = ["Reaper", "ensure", "watch", "on_signal", "EXITED"]
 
 log = logging.getLogger("clinit.reaper")
@@ -126,7 +127,7 @@ class Reaper(Actor):
         if owner is None:
             return
         try:
-            owner.tell((EXITED, pid, status))
+            owner.tell(Exited(pid, status))
         except pykka.ActorDeadError:
             pass
 

@@ -90,6 +90,7 @@ def _writer_class():
 
     from . import timers
     from .actor import Actor
+    from .messages import Beat, DropGroup, Flush, GroupChanged
 
     log = logging.getLogger("clinit.status")
 
@@ -117,31 +118,30 @@ def _writer_class():
             self._write()
 
         def on_receive(self, message):
-            kind = message[0]
-            if kind == "group":
-                _, name, level, state = message
-                self.groups[name] = (str(level), str(state))
-                self._queue_flush()
-            elif kind == "drop":
-                self.groups.pop(message[1], None)
-                self._queue_flush()
-            elif kind == "flush":
-                self._queued = False
-                self._write()
-            elif kind == "beat":
-                self._write()
+            match message:
+                case GroupChanged(name, level, state):
+                    self.groups[name] = (str(level), str(state))
+                    self._queue_flush()
+                case DropGroup(name):
+                    self.groups.pop(name, None)
+                    self._queue_flush()
+                case Flush():
+                    self._queued = False
+                    self._write()
+                case Beat():
+                    self._write()
 
         def _queue_flush(self) -> None:
             # The flush lands behind every update already queued: one write a burst.
             if not self._queued:
                 self._queued = True
-                self.actor_ref.tell(("flush",))
+                self.actor_ref.tell(Flush())
 
         def _write(self) -> None:
             if self._removed:
                 return
             timers.cancel(self._timer)
-            self._timer = timers.after(self.heartbeat, self.actor_ref, ("beat",))
+            self._timer = timers.after(self.heartbeat, self.actor_ref, Beat())
             text = "".join(f"{PREFIX} {name} {level} {state}\n"
                            for name, (level, state) in self.groups.items())
             try:

@@ -7,6 +7,7 @@ import pytest
 
 from clinit.cltab import load_cltab
 from clinit.daemon import Daemon, DaemonState as D
+from clinit.messages import Listening, Request, ShutdownTimeout
 from clinit.status import StatusWriter
 from conftest import wait_for
 
@@ -26,10 +27,10 @@ def actor(tmp_path):
 
 def test_the_daemon_serves_once_listening_and_exits_after_every_group_halted(actor):
     proxy, ref, exited = actor
-    ref.tell(("listening",))
-    assert ref.ask(("request", {"cmd": "tell", "group": "web", "level": "run"})) == \
+    ref.tell(Listening())
+    assert ref.ask(Request({"cmd": "tell", "group": "web", "level": "run"})) == \
         (True, "level transition started")
-    assert ref.ask(("request", {"cmd": "shutdown"})) == (True, "all groups halting")
+    assert ref.ask(Request({"cmd": "shutdown"})) == (True, "all groups halting")
     wait_for(exited.is_set)
     assert proxy.state().get() is D.EXITED
     assert proxy.transitions().get() == [(D.STARTING, "listening", D.SERVING),
@@ -39,11 +40,11 @@ def test_the_daemon_serves_once_listening_and_exits_after_every_group_halted(act
 
 def test_a_tell_while_halting_is_refused_and_a_second_shutdown_changes_nothing(actor):
     proxy, ref, exited = actor
-    ref.tell(("listening",))
-    ref.ask(("request", {"cmd": "tell", "group": "web", "level": "run"}))
-    ref.ask(("request", {"cmd": "shutdown"}))
-    assert ref.ask(("request", {"cmd": "shutdown"})) == (True, "all groups halting")
-    ok, answer = ref.ask(("request", {"cmd": "tell", "group": "web", "level": "run"}))
+    ref.tell(Listening())
+    ref.ask(Request({"cmd": "tell", "group": "web", "level": "run"}))
+    ref.ask(Request({"cmd": "shutdown"}))
+    assert ref.ask(Request({"cmd": "shutdown"})) == (True, "all groups halting")
+    ok, answer = ref.ask(Request({"cmd": "tell", "group": "web", "level": "run"}))
     assert not ok and answer == "daemon is shutting down"
     wait_for(exited.is_set)
     assert [t for t in proxy.transitions().get() if t[1] == "shutdown"] == \
@@ -52,9 +53,9 @@ def test_a_tell_while_halting_is_refused_and_a_second_shutdown_changes_nothing(a
 
 def test_a_late_shutdown_timer_after_exit_changes_nothing(actor):
     proxy, ref, exited = actor
-    ref.tell(("listening",))
-    ref.ask(("request", {"cmd": "shutdown"}))
+    ref.tell(Listening())
+    ref.ask(Request({"cmd": "shutdown"}))
     wait_for(exited.is_set)  # no groups: halted at once
-    ref.tell(("timeout",))  # a late timer: no row from EXITED, nothing happens
+    ref.tell(ShutdownTimeout())  # a late timer: no row from EXITED, nothing happens
     assert proxy.state().get() is D.EXITED and proxy.clean.get() is True
     assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is not None

@@ -21,11 +21,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import textwrap
 
 import pytest
 
 from clinit import Entry, Group, GroupState, Process, ProcessState, load_cltab, reaper
+from clinit.messages import Exited, Fault, Request, Signal
 from clinit.status import StatusWriter
 from conftest import Recorder, gone, wait_for
 
@@ -71,15 +73,15 @@ def test_a_process_actor_fault_is_logged_and_stops_its_process_with_the_ladder(r
     pid = p.pid().get()
     wait_for(lambda: ignores_int_and_term(pid))  # the trap ran: only SIGKILL will do
     with caplog.at_level(logging.INFO, logger="clinit.process"):
-        ref.tell(("exited",))  # a malformed message: unpacking it raises
+        ref.tell(Exited(pid, "garbage"))  # a status of the wrong type: decoding it raises
         wait_for(lambda: p.state().get() is S.CONFIGURED)
     assert ref.is_alive()  # the actor survived its fault...
     assert gone(pid)  # ...and stopped its process, up to SIGKILL
     assert (S.DONE, "fault", S.STOPPING) in p.transitions().get()
-    assert "process stubborn failed in state DONE: ValueError" in caplog.text
-    assert "stubborn did not stop: sending SIGKILL" in caplog.text
-    faults = [m for m in listener.proxy().messages().get() if m[0] == "fault"]
-    assert len(faults) == 1 and faults[0][2] == "stubborn" and "ValueError" in faults[0][3]
+    assert "process g/stubborn failed in state DONE: TypeError" in caplog.text
+    assert "g/stubborn did not stop: sending SIGKILL" in caplog.text
+    faults = [m for m in listener.proxy().messages().get() if isinstance(m, Fault)]
+    assert len(faults) == 1 and faults[0].tag == "stubborn" and "TypeError" in faults[0].text
     # and it is not restarted: a respawn entry stays down
     assert p.pid().get() is None
 
@@ -98,7 +100,7 @@ def test_a_patched_method_that_raises_is_a_fault_and_nothing_is_left_running(ref
     instance(ref).check_rate = broken
     os.kill(pid, 9)  # the exit runs check_rate, which raises
     wait_for(lambda: p.state().get() is S.CONFIGURED)
-    assert ("process flappy failed in state PAUSING: RuntimeError: broken check_rate"
+    assert ("process g/flappy failed in state PAUSING: RuntimeError: broken check_rate"
             in caplog.text)
     assert (S.PAUSING, "fault", S.CONFIGURED) in p.transitions().get()
     assert p.pid().get() is None and ref.is_alive()
@@ -137,11 +139,11 @@ def test_a_fault_of_one_process_makes_its_group_failed_and_a_retell_replaces_it(
     settle(g, G.DONE)
     before = wait_for(lambda: all(pids_of(g).values()) and pids_of(g))
     bad = instance(ref)._members["bad"].ref
-    bad.tell(("exited",))
+    bad.tell(Exited(before["bad"], "garbage"))
     settle(g, G.FAILED)
     wait_for(lambda: gone(before["bad"]))
     assert not gone(before["good"])  # the rest of the group runs on
-    assert (G.DONE, "fault", G.FAILED) in g.transitions().get()
+    assert (G.DONE, "member_fault", G.FAILED) in g.transitions().get()
     g.tell("1").get()
     settle(g, G.DONE)
     after = wait_for(lambda: all(pids_of(g).values()) and pids_of(g))
@@ -162,13 +164,18 @@ def test_a_fault_of_the_group_itself_halts_its_processes_and_leaves_it_failed(tm
     g.tell("1").get()
     settle(g, G.DONE)
     pids = wait_for(lambda: all(pids_of(g).values()) and pids_of(g))
-    ref.tell(("process",))  # malformed: the group's handler raises
+    def broken(urn, state):
+        raise ValueError("broken progress")
+
+    instance(ref)._on_progress = broken
+    os.kill(pids["a"], signal.SIGKILL)  # its report reaches the broken handler
     settle(g, G.FAILED)
+    del instance(ref)._on_progress  # mended
     assert all(gone(pid) for pid in pids.values())
     assert g.processes().get() == {}
     assert "group g failed in state DONE: ValueError" in caplog.text
     t = g.transitions().get()
-    assert (G.DONE, "halt", G.HALTING) in t and t[-1] == (G.HALTING, "fault", G.FAILED)
+    assert (G.DONE, "fault", G.HALTING) in t and t[-1] == (G.HALTING, "stopped", G.FAILED)
     assert instance(ref).level == "1"  # the status line keeps its level
     g.tell("1").get()
     settle(g, G.DONE)
@@ -204,16 +211,17 @@ def daemon_actor(tmp_path, refs):
 
 
 def ask(ref, cmd, **fields):
-    return ref.ask(("request", {"cmd": cmd, **fields}))
+    return ref.ask(Request({"cmd": cmd, **fields}))
 
 
 def test_the_daemon_actor_logs_a_bad_message_and_goes_on_serving(daemon_actor, caplog):
     ref, _ = daemon_actor("g:a:1:respawn:exec sleep 1000\n")
-    ref.tell(("group",))  # malformed report
-    ref.tell(("signal", 12345))  # no such signal
+    ref.tell(("group",))  # not a message type: logged and dropped
+    ref.tell(Signal(12345))  # no such signal: the handler raises
     assert ask(ref, "tell", group="g", level="1") == (True, "level transition started")
     wait_for(lambda: instance(ref).states.get("g") is G.DONE)
-    assert caplog.text.count("daemon actor failed on") == 2
+    assert caplog.text.count("daemon actor failed on") == 1
+    assert caplog.text.count("daemon: unknown message") == 1
     assert ask(ref, "shutdown") == (True, "all groups halting")
     wait_for(lambda: instance(ref).states.get("g") is G.CONFIGURED)
 
@@ -250,7 +258,7 @@ def test_an_injected_process_fault_fails_its_group_and_stops_only_that_process(m
     d.wait_state("g", "1", "FAILED")
     wait_for(lambda: len(d.children()) == 2)  # bad was stopped
     log = d.log_text()
-    assert "process bad failed in state DONE: InjectedFault" in log
+    assert "process g/bad failed in state DONE: InjectedFault" in log
     assert d.status("h", "1") == "DONE"
     assert d.client().request("ping")[0]
     kept = set(d.children())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+import pytest
+
 from clinit import group, process
 from clinit.fsm import ANY, Machine, row, to_dot
 
@@ -93,9 +95,33 @@ def test_can_tells_whether_an_event_applies_without_firing_it():
 def test_a_row_from_any_state_applies_in_every_state():
     for start in Light:
         owner = Owner()
-        owner.machine.state = start
+        owner.machine = Machine(owner, TABLE, start)
         assert owner.machine.fire("repair")
         assert owner.machine.state is L.OFF
+
+
+def test_only_the_engine_changes_a_state():
+    owner = Owner()
+    with pytest.raises(AttributeError):
+        owner.machine.state = L.ON
+    assert owner.machine.state is L.OFF
+
+
+def test_no_module_sets_an_actor_state_outside_the_engine():
+    import re
+    from pathlib import Path
+
+    import clinit
+
+    pattern = re.compile(r"(machine\.(_?state|log)\s*=[^=]|machine\.log\.(append|insert|extend)|\._state\s*=[^=])")
+    offenders = []
+    for path in Path(clinit.__file__).parent.glob("*.py"):
+        if path.name == "fsm.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert offenders == []
 
 
 def test_the_log_keeps_every_transition_oldest_first_including_self_loops():

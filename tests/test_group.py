@@ -17,6 +17,7 @@ import pykka
 import pytest
 
 from clinit import CltabError, Group, GroupState, ProcessState
+from clinit.messages import GroupChanged
 from conftest import Recorder, wait_for
 
 G = GroupState
@@ -25,6 +26,8 @@ HEAD = ":::term_delay:0.2\n:::kill_delay:0.2\n"
 # what a walk through a level looks like once the old processes are stopped
 WALK = [(G.STOPPING, "stopped", G.DUMPING), (G.DUMPING, "dumped", G.STARTING),
         (G.STARTING, "walked", G.CHECKING)]
+# the same when a wait or test entry blocked the walk once
+WALK_BLOCKED = [*WALK[:2], (G.STARTING, "unblocked", G.STARTING), WALK[2]]
 
 
 class World:
@@ -198,8 +201,8 @@ def test_the_walk_passes_through_stopping_dumping_starting_and_checking(world):
     g.tell("2").get()
     settle(g, G.DONE, count=2)
     assert g.transitions().get() == [
-        (G.CONFIGURED, "tell", G.STOPPING), *WALK, (G.CHECKING, "done", G.DONE),
-        (G.DONE, "tell", G.STOPPING), *WALK, (G.CHECKING, "done", G.DONE)]
+        (G.CONFIGURED, "tell", G.STOPPING), *WALK_BLOCKED, (G.CHECKING, "done", G.DONE),
+        (G.DONE, "tell", G.STOPPING), *WALK_BLOCKED, (G.CHECKING, "done", G.DONE)]
     assert world.lines() == ["a", "b"]
 
 
@@ -538,13 +541,14 @@ def test_the_listener_sees_the_level_being_left_until_starting(world):
         settle(g, G.DONE)
         g.tell("2").get()
         settle(g, G.DONE, count=2)
-        msgs = wait_for(lambda: (m := rec.proxy().messages().get()) and len(m) == 10 and m)
-        assert [(lvl, st) for _, _, lvl, st in msgs] == [
+        msgs = wait_for(lambda: (m := [x for x in rec.proxy().messages().get()
+                                       if isinstance(x, GroupChanged)]) and len(m) == 10 and m)
+        assert [(m.level, m.state) for m in msgs] == [
             (None, G.STOPPING), (None, G.DUMPING), ("1", G.STARTING), ("1", G.CHECKING),
             ("1", G.DONE),
             ("1", G.STOPPING), ("1", G.DUMPING), ("2", G.STARTING), ("2", G.CHECKING),
             ("2", G.DONE)]
-        assert {(kind, name) for kind, name, _, _ in msgs} == {("group", "g")}
+        assert {m.name for m in msgs} == {"g"}
     finally:
         rec.stop()
 

@@ -10,6 +10,7 @@ import pykka
 import pytest
 
 from clinit import reaper
+from clinit.messages import Exited
 from conftest import Inbox, wait_for, zombie_children
 
 
@@ -28,7 +29,7 @@ def proc_state(pid: int) -> str | None:
 
 def exit_codes(inbox: Inbox) -> dict[int, int]:
     return {pid: os.waitstatus_to_exitcode(status)
-            for kind, pid, status in inbox.messages() if kind == reaper.EXITED}
+            for pid, status in inbox.messages()}
 
 
 def test_the_bridge_starts_on_first_use_and_stays_the_same_actor():
@@ -44,7 +45,7 @@ def test_an_exit_is_delivered_to_the_owner_with_its_status():
     reaper.watch(pid, inbox)
     wait_for(lambda: inbox.messages())
     assert exit_codes(inbox) == {pid: 7}
-    assert inbox.messages()[0][0] == "exited"
+    assert isinstance(inbox.messages()[0], Exited)
     wait_for(lambda: proc_state(pid) is None)
 
 
