@@ -13,11 +13,17 @@ atomic.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+from typing import Callable
 
-__all__ = ["claim", "owner", "release", "killpg", "proc_table", "members_of",
+__all__ = ["claim", "owner", "release", "killpg", "proc_table", "members_of", "Leftovers",
            "kill_children", "find_by_environ"]
+
+log = logging.getLogger("clinit.process")
+
+WATCH_MAX = 256  # orphans of an owner's leftover groups watched at once for wakeups
 
 _owner: dict[int, str] = {}  # pgid -> urn of the Process whose leader created it
 
@@ -91,6 +97,71 @@ def members_of(pgid: int) -> list[tuple[int, int]] | None:
         else:
             return None
     return members
+
+
+class Leftovers:
+    """The process groups an owner's exited leaders left members in.
+
+    A `once` entry `sleep 1000 & exit 0`, or a SIGKILLed nginx master
+    whose workers live on: the group's id is kept while it has members,
+    and only while it is provably the owner's (`members_of`).  Orphans
+    among the members (re-parented to us, a child subreaper) are handed
+    to `watch` once each, so that their exits wake the owner up.
+    """
+
+    __slots__ = ("urn", "name", "pgids", "watched")
+
+    def __init__(self, urn: str, name: str):
+        self.urn = urn  # the owner, as in claim()
+        self.name = name  # for log records
+        self.pgids: list[int] = []
+        self.watched: set[int] = set()
+
+    def remember(self, pgid: int) -> None:
+        """The leader of `pgid` was just reaped: keep the group if it has members."""
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            release(pgid, self.urn)  # empty: the id is free for anyone
+            return
+        if pgid not in self.pgids:
+            self.pgids.append(pgid)
+            log.info("%s: its leader exited, leaving processes in its group %d", self.name, pgid)
+
+    def live(self, watch: Callable[[int], None] | None = None) -> list[int]:
+        """The remembered groups that still have members and are provably ours."""
+        live = []
+        me = os.getpid()
+        for pgid in list(self.pgids):
+            members = members_of(pgid) if owner(pgid) == self.urn else None
+            if not members:
+                if members is None:
+                    log.warning("%s: process group %d is no longer provably ours "
+                                "(pid reused, or we are not a child subreaper): not signalling it",
+                                self.name, pgid)
+                self.pgids.remove(pgid)
+                release(pgid, self.urn)
+                continue
+            live.append(pgid)
+            if watch is not None:
+                for pid, ppid in members:
+                    if ppid == me and pid not in self.watched and len(self.watched) < WATCH_MAX:
+                        self.watched.add(pid)
+                        watch(pid)
+        return live
+
+    def unwatch(self, pid: int) -> bool:
+        """`pid` exited: True if it was one of the watched orphans."""
+        if pid in self.watched:
+            self.watched.discard(pid)
+            return True
+        return False
+
+    def forget(self) -> None:
+        for pgid in self.pgids:
+            release(pgid, self.urn)
+        self.pgids.clear()
+        self.watched.clear()
 
 
 def kill_children() -> list[int]:

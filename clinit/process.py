@@ -54,14 +54,12 @@ from . import reaper, timers
 from .actor import Actor
 from .fsm import ANY, Machine, row, to_dot
 from .messages import Down, Exited, Fault, ProcessChanged, Stopped, Tick, Up
-from .pgroups import claim, killpg, members_of, owner, release
+from .pgroups import Leftovers, claim, killpg, owner, release
 
 __all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot", "InjectedFault"]
 
 log = logging.getLogger("clinit.process")
 
-_EMPTY = ()  # shared stand-in for an empty list or set
-_LEFTOVER_WATCH_MAX = 256  # orphans of a leftover group watched at once for wakeups
 
 
 class InjectedFault(RuntimeError):
@@ -194,10 +192,8 @@ class Process(Actor):
         self._quick = 0  # restarts in a row that came under respawn_window
         self._down_token: Any = None  # acknowledge the stop that carried it
         self._final = False  # end the actor once that stop is acknowledged
-        # pgids of exited leaders whose groups had members, and the leftover
-        # orphans watched for their exit: rare, so made only when needed
-        self._leftover: list[int] = _EMPTY
-        self._watched: set[int] = _EMPTY
+        # what exited leaders left in their groups: rare, so made only when needed
+        self._leftovers: Leftovers | None = None
         self._stopping_leader = False  # the stop under way began with a live leader
         self._clearing = False  # PAUSING: the last instance's leftovers are being stopped
         self._name = f"{entry.group}/{entry.tag}"  # how log records name it
@@ -240,8 +236,7 @@ class Process(Actor):
             case Exited(pid, status):
                 if pid == self._pid:
                     self._leader_exited(status)
-                elif pid in self._watched:
-                    self._watched.discard(pid)
+                elif self._leftovers is not None and self._leftovers.unwatch(pid):
                     self._check_leftovers()
             case Up():
                 self.machine.fire("start")
@@ -348,9 +343,10 @@ class Process(Actor):
         # The actor ends: its process must not outlive it.
         timers.cancel(self._timer)
         self._kill_all()
-        for pgid in (self._pgid, *self._leftover):
-            if pgid is not None:
-                release(pgid, self.actor_urn)
+        if self._pgid is not None:
+            release(self._pgid, self.actor_urn)
+        if self._leftovers is not None:
+            self._leftovers.forget()
 
     def _kill_all(self) -> None:
         if self._pgid is not None and self._pid is not None:
@@ -358,49 +354,25 @@ class Process(Actor):
         for pgid in self._live_leftovers(watch=False):
             killpg(pgid, signal.SIGKILL)
 
-    # -- leftovers of exited leaders ---------------------------------------
+    # -- leftovers of exited leaders (kept by pgroups.Leftovers) ------------
 
     def _remember_leftover(self, pgid: int | None) -> None:
         """The leader of `pgid` was just reaped: keep the group if it has members."""
         if pgid is None:
             return
-        try:
-            os.killpg(pgid, 0)
-        except OSError:
-            release(pgid, self.actor_urn)  # empty: the id is free for anyone
-            return
-        if pgid not in self._leftover:
-            self._leftover = [*self._leftover, pgid]
-            log.info("%s: its leader exited, leaving processes in its group %d", self.entry.tag, pgid)
+        if self._leftovers is None:
+            self._leftovers = Leftovers(self.actor_urn, self._name)
+        self._leftovers.remember(pgid)
 
     def _live_leftovers(self, watch: bool = True) -> list[int]:
-        """The remembered leftover groups that still have members and are provably ours.
+        """The leftover groups that still have members and are provably ours;
+        with `watch`, their orphans' exits wake us up."""
+        if self._leftovers is None:
+            return []
+        return self._leftovers.live(self._watch_orphan if watch else None)
 
-        With `watch`, orphans among the members (our children) are watched,
-        so that their exits wake us up.
-        """
-        live = []
-        for pgid in list(self._leftover):
-            members = None
-            if owner(pgid) == self.actor_urn:
-                members = members_of(pgid)
-            if not members:
-                if members is None:
-                    log.warning("%s: process group %d is no longer provably ours "
-                                "(pid reused, or we are not a child subreaper): not signalling it",
-                                self.entry.tag, pgid)
-                self._leftover.remove(pgid)
-                release(pgid, self.actor_urn)
-                continue
-            live.append(pgid)
-            if watch:
-                me = os.getpid()
-                for pid, ppid in members:
-                    if ppid == me and pid not in self._watched \
-                            and len(self._watched) < _LEFTOVER_WATCH_MAX:
-                        self._watched = {*self._watched, pid}
-                        reaper.watch(pid, self.actor_ref)
-        return live
+    def _watch_orphan(self, pid: int) -> None:
+        reaper.watch(pid, self.actor_ref)
 
     def _check_leftovers(self) -> None:
         """A leftover orphan exited: a stop without a leader ends when none is left."""
@@ -415,9 +387,9 @@ class Process(Actor):
         if self._pid is None and self._pgid is not None:
             release(self._pgid, self.actor_urn)
             self._pgid = None
-        for pgid in self._leftover:
-            release(pgid, self.actor_urn)
-        self._leftover = self._watched = _EMPTY
+        if self._leftovers is not None:
+            self._leftovers.forget()
+            self._leftovers = None
 
     # -- guards ----------------------------------------------------------
 
