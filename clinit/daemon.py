@@ -53,7 +53,7 @@ from .paths import resolve
 from .pgroups import find_by_environ, kill_children
 from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError, Server,
                      prepare_socket)
-from .status import StatusWriter
+from .statuswriter import StatusWriter
 
 __all__ = ["Daemon", "DaemonState", "TABLE", "dot", "run", "DaemonError"]
 

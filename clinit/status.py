@@ -1,20 +1,18 @@
-"""The status file (`clstat`): its writer actor and its reader (SPEC §5).
+"""The status file (`clstat`): its format, its reader, its atomic write (SPEC §5).
 
 One line per told group, `Cluster::Init::Group NAME LEVEL STATE`.  The
-writer replaces the file atomically (a temporary file created exclusively
-in the same folder, then renamed over the old one) after every burst of
-group transitions, and at least every `heartbeat` seconds, so readers can
-take its mtime as a sign of life.  A write that fails (folder gone,
-read-only, full) is logged once and retried on the next change or beat.
+file is replaced atomically (`write_atomically`: a temporary file created
+exclusively in the same folder, then renamed over the old one) by the
+daemon's writer actor (`statuswriter.py`).
 
-The reader half (`read`, `status`) imports nothing heavy: the client uses it.
+Imports nothing heavy: the client uses it.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["StatusWriter", "read", "status", "PREFIX"]
+__all__ = ["read", "status", "write_atomically", "PREFIX"]
 
 PREFIX = "Cluster::Init::Group"
 
@@ -82,94 +80,3 @@ def write_atomically(path: str, text: str) -> None:
         except OSError:
             pass
         raise
-
-
-def _writer_class():
-    # pykka is imported only by the daemon, never by the client.
-    import logging
-
-    from . import timers
-    from .actor import Actor
-    from .messages import Beat, DropGroup, Flush, GroupChanged
-
-    log = logging.getLogger("clinit.status")
-
-    class StatusWriter(Actor):
-        """Keeps the status file true.  Messages:
-
-        `("group", name, level, state)`, `("drop", name)`, `("flush",)`,
-        `("beat",)`.
-        """
-
-        use_daemon_thread = True
-
-        def __init__(self, path: str, heartbeat: float = 45.0):
-            super().__init__()
-            self.path = path
-            self.heartbeat = heartbeat
-            self.groups: dict[str, tuple[str, str]] = {}
-            self._queued = False
-            self._error: str | None = None
-            self._timer = None
-            self._removed = False  # set at shutdown: a late flush or beat must not rewrite it
-            self.writes = 0
-
-        def on_start(self) -> None:
-            self._write()
-
-        def on_receive(self, message):
-            match message:
-                case GroupChanged(name, level, state):
-                    self.groups[name] = (str(level), str(state))
-                    self._queue_flush()
-                case DropGroup(name):
-                    self.groups.pop(name, None)
-                    self._queue_flush()
-                case Flush():
-                    self._queued = False
-                    self._write()
-                case Beat():
-                    self._write()
-
-        def _queue_flush(self) -> None:
-            # The flush lands behind every update already queued: one write a burst.
-            if not self._queued:
-                self._queued = True
-                self.actor_ref.tell(Flush())
-
-        def _write(self) -> None:
-            if self._removed:
-                return
-            timers.cancel(self._timer)
-            self._timer = timers.after(self.heartbeat, self.actor_ref, Beat())
-            text = "".join(f"{PREFIX} {name} {level} {state}\n"
-                           for name, (level, state) in self.groups.items())
-            try:
-                write_atomically(self.path, text)
-            except OSError as err:
-                if str(err) != self._error:
-                    log.error("cannot write status file %s: %s", self.path, err)
-                self._error = str(err)
-                return
-            if self._error is not None:
-                log.warning("status file %s written again", self.path)
-                self._error = None
-            self.writes += 1
-
-        def remove(self) -> None:
-            self._removed = True
-            timers.cancel(self._timer)
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-
-    return StatusWriter
-
-
-def __getattr__(name):
-    if name == "StatusWriter":
-        cls = _writer_class()
-        globals()["StatusWriter"] = cls
-        return cls
-    raise AttributeError(name)

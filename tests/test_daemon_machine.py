@@ -8,7 +8,7 @@ import pytest
 from clinit.cltab import load_cltab
 from clinit.daemon import Daemon, DaemonState as D
 from clinit.messages import Listening, Request, ShutdownTimeout
-from clinit.status import StatusWriter
+from clinit.statuswriter import StatusWriter
 from conftest import wait_for
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from clinit import Entry, Group, GroupState, Process, ProcessState, load_cltab, reaper
 from clinit.messages import Exited, Fault, Request, Signal
-from clinit.status import StatusWriter
+from clinit.statuswriter import StatusWriter
 from conftest import Recorder, gone, wait_for
 
 daemon_module = importlib.import_module("clinit.daemon")  # clinit.daemon is also a function

@@ -3,12 +3,14 @@ changes, its heartbeat, atomic rewrites, and the reader's filters."""
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
 
 import clinit
-from conftest import wait_for
+from conftest import ROOT, wait_for
 
 SLEEPER = "exec sleep 1000"
 
@@ -137,6 +139,39 @@ def test_the_file_is_replaced_atomically_and_leaves_no_temporary_files(make_daem
     assert old.read() == old_text
     old.close()
     assert sorted(os.listdir(d.folder)) == ["clinit.sock", "clstat", "cltab", "daemon.log"]
+
+
+# -- the writer actor ---------------------------------------------------------------
+
+
+def test_the_writer_keeps_a_line_per_group_from_typed_messages_and_drops_one(tmp_path):
+    from clinit.group import GroupState
+    from clinit.messages import DropGroup, GroupChanged
+    from clinit.statuswriter import StatusWriter
+
+    path = tmp_path / "clstat"
+    writer = StatusWriter.start(str(path), 45.0)
+    try:
+        wait_for(path.exists)  # written at start, empty
+        writer.tell(GroupChanged("web", "run", GroupState.STARTING, 1))
+        writer.tell(GroupChanged("db", "1", GroupState.DONE))
+        writer.tell(GroupChanged("web", "run", GroupState.DONE, 2))
+        wait_for(lambda: path.read_text() == "Cluster::Init::Group web run DONE\n"
+                                              "Cluster::Init::Group db 1 DONE\n")
+        writer.tell(DropGroup("web"))
+        wait_for(lambda: path.read_text() == "Cluster::Init::Group db 1 DONE\n")
+        writer.proxy().remove().get()
+        assert not path.exists()
+    finally:
+        writer.stop()
+
+
+def test_the_reader_imports_neither_pykka_nor_the_writer():
+    code = ("import sys, clinit; clinit.status(clstat='/nonexistent'); "
+            "print(sorted(m for m in sys.modules if m == 'pykka' or m.startswith('clinit.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert "pykka" not in out and "statuswriter" not in out, out
 
 
 # -- the reader ------------------------------------------------------------------
