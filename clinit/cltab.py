@@ -225,6 +225,18 @@ def _setting_name_ok(name):
             and not name.strip(_SETTING_CHARS))
 
 
+def _setting(text):
+    """A setting line without its leading ``:::``: (name, value, None) or (name, None, problem)."""
+    name, sep, value = text.partition(":")
+    if not sep:
+        return name, None, "setting %s has no value: expected :::name:value" % _show(name)
+    if not _setting_name_ok(name):
+        return name, None, ("bad setting name %s: use letters, digits and _, not starting "
+                            "with a digit" % _show(name))
+    value, problem = _convert_setting(name, value)
+    return name, value, problem
+
+
 def _has_surrogates(s):
     try:
         s.encode("utf-8")
@@ -272,28 +284,19 @@ def parse_cltab(text, path="<string>"):
         if check_encoding and _has_surrogates(line):
             problems.append((lineno, "line is not valid UTF-8"))
             continue
-        fields = line.split(":", 4)
-        if len(fields) < 5:
-            if len(fields) == 4 and fields[0] == fields[1] == fields[2] == "":
-                problems.append((lineno, "setting %s has no value: expected "
-                                 ":::name:value" % _show(fields[3])))
-            else:
-                problems.append((lineno, "expected group:tag:levels:mode:command, "
-                                 "found %d field%s" % (len(fields), "" if len(fields) == 1 else "s")))
-            continue
-        group, tag, levels, mode, command = fields
-        if group == "" and tag == "" and levels == "":
-            name, value = mode, command
-            if not _setting_name_ok(name):
-                problems.append((lineno, "bad setting name %s: use letters, digits "
-                                 "and _, not starting with a digit" % _show(name)))
-                continue
-            value, problem = _convert_setting(name, value)
+        if line.startswith(":::"):
+            name, value, problem = _setting(line[3:])
             if problem:
                 problems.append((lineno, problem))
             else:
                 settings[name] = value
             continue
+        fields = line.split(":", 4)
+        if len(fields) < 5:
+            problems.append((lineno, "expected group:tag:levels:mode:command, "
+                             "found %d field%s" % (len(fields), "" if len(fields) == 1 else "s")))
+            continue
+        group, tag, levels, mode, command = fields
         n_before = len(problems)
         if group == "":
             problems.append((lineno, "empty group field: %s" % _NAME_RULE))
@@ -402,10 +405,9 @@ def read_settings(path):
         line = text[start + 3:] if end < 0 else text[start + 3:end]
         if line.endswith("\r"):
             line = line[:-1]
-        name, sep, value = line.partition(":")
-        if not sep or not _setting_name_ok(name) or _has_surrogates(value):
+        if _has_surrogates(line):
             continue
-        value, problem = _convert_setting(name, value)
+        name, value, problem = _setting(line)
         if problem is None:
             settings[name] = value
     return settings
