@@ -99,11 +99,6 @@ class Entry:
             return NotImplemented
         return self._key() == other._key()
 
-    def __ne__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() != other._key()
-
     def __hash__(self):
         return hash(self._key())
 
