@@ -45,10 +45,25 @@ def wait_for(condition, timeout=10.0, interval=0.005, message=None):
         time.sleep(interval)
 
 
+FAST = {"term_delay": 0.2, "kill_delay": 0.2}  # stop ladder settings that keep tests short
+
+
+# -- /proc readers ------------------------------------------------------------------
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name: [0] state, [1] ppid,
+    [2] pgrp, [3] session, [19] start time; None if pid does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def proc_state(pid: int) -> str | None:
     """The one-letter state of a process (R, S, Z...), None if it does not exist."""
-    info = proc_table_entry(pid)
-    return None if info is None else info[0].decode()
+    fields = stat_fields(pid)
+    return None if fields is None else fields[0].decode()
 
 
 def gone(pid: int) -> bool:
@@ -56,13 +71,52 @@ def gone(pid: int) -> bool:
     return proc_state(pid) in (None, "Z")
 
 
-def proc_table_entry(pid: int):
+def alive(pid: int) -> bool:
+    return not gone(pid)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict (Threads, SigIgn, VmRSS...)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def ignores(pid: int, *signums: int) -> bool:
+    """True when pid ignores every one of `signums` (its SigIgn mask)."""
+    mask = int(proc_status(pid)["SigIgn"], 16)
+    return all(mask & (1 << (sig - 1)) for sig in signums)
+
+
+def cmdline(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
-        return None
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+        return ""
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment of pid ({} if it cannot be read: gone, or not ours)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").partition("=")[::2]
+                for item in raw.split(b"\0") if item)
+
+
+def all_children(ppid: int) -> list[tuple[int, bytes]]:
+    """(pid, state) of every child of ppid, zombies included."""
+    return [(pid, state) for pid, (state, parent, _, _) in proc_table().items() if parent == ppid]
+
+
+def zombies_of(ppid: int) -> list[int]:
+    return [pid for pid, state in all_children(ppid) if state == b"Z"]
 
 
 def raw_request(path, data: bytes, timeout: float = 20.0) -> bytes:
@@ -114,22 +168,10 @@ class Inbox:
 
 def processes_with_token(token: str) -> list[int]:
     """Live (non-zombie) pids whose environment carries the token, except ours."""
-    needle = f"{TOKEN_VAR}={token}".encode()
-    found = []
     me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != b"Z" and needle in env.split(b"\0"):
-            found.append(int(name))
-    return found
+    return [int(name) for name in os.listdir("/proc")
+            if name.isdigit() and int(name) != me
+            and environ(int(name)).get(TOKEN_VAR) == token and alive(int(name))]
 
 
 def zombie_children() -> list[int]:
@@ -258,6 +300,36 @@ def children_of(pid: int) -> list[int]:
     """Live (non-zombie) children of `pid`."""
     return [child for child, (state, ppid, _, _) in proc_table().items()
             if ppid == pid and state != b"Z"]
+
+
+def pids_of(d: Daemon, group: str, tag: str | None = None) -> list[int]:
+    """The daemon's children of `group` (and `tag`), by the environment it gave them."""
+    out = []
+    for pid in d.children():
+        env = environ(pid)
+        if env.get("CLINIT_GROUP") == group and (tag is None or env.get("CLINIT_TAG") == tag):
+            out.append(pid)
+    return sorted(out)
+
+
+def running(d: Daemon, group: str, count: int, tag: str | None = None) -> list[int]:
+    """Wait until `group` (and `tag`) has exactly `count` children; return their pids."""
+    return wait_for(lambda: (lambda p: p if len(p) == count else None)(pids_of(d, group, tag)),
+                    message=f"{group} never had {count} children")
+
+
+WEB = """
+    web:w1:run:respawn:exec sleep 1000
+"""
+
+
+def web_running(make_daemon, **settings) -> Daemon:
+    """A daemon on `WEB` whose group `web` runs level `run` (one sleeping child)."""
+    d = make_daemon(WEB, **settings)
+    assert d.tell("web", "run") == "level transition started"
+    d.wait_state("web", "run", "DONE")
+    wait_for(lambda: len(d.children()) == 1)
+    return d
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, alive, wait_for
 from clinit.client import Client, NoDaemon
 
 CLINIT = [sys.executable, str(ROOT / "bin" / "clinit")]
@@ -202,7 +202,7 @@ def test_a_stale_socket_left_by_a_killed_daemon_is_replaced(make_daemon):
     d._log.close()
     for pid in orphans:  # a SIGKILLed daemon stops nothing: clean up after it
         os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in orphans))
+    wait_for(lambda: not any(alive(pid) for pid in orphans))
     assert d.socket.exists()
     assert d.cli("web", "run", check=3)  # the stale socket answers nobody
 
@@ -220,12 +220,3 @@ def _answers(client: Client) -> bool:
         return client.request("ping")[0]
     except NoDaemon:
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-

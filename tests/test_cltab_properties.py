@@ -10,7 +10,7 @@ from clinit.cltab import MODES, SETTINGS, BadName, CltabError, Entry, check_name
 NAME_RE = re.compile(r"[A-Za-z0-9_.+@=-]{1,255}")
 NAME_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+@=-"
 
-FAST = settings(max_examples=200, deadline=None)
+EXAMPLES = settings(max_examples=200, deadline=None)
 
 names = st.text(NAME_ALPHABET, min_size=1, max_size=12)
 long_names = st.text(NAME_ALPHABET, min_size=250, max_size=255)
@@ -27,7 +27,7 @@ any_text = st.one_of(
 
 # (1) any text gives a table or a CltabError, nothing else ---------------------------
 
-@FAST
+@EXAMPLES
 @given(any_text)
 def test_any_text_gives_a_table_or_a_cltab_error(text):
     try:
@@ -41,7 +41,7 @@ def test_any_text_gives_a_table_or_a_cltab_error(text):
             assert e.mode in MODES
 
 
-@FAST
+@EXAMPLES
 @given(st.lists(st.tuples(st.one_of(any_name, st.text(max_size=4)),
                           st.one_of(any_name, st.text(max_size=4)),
                           st.one_of(names, st.text(max_size=4), st.just("a,,b,")),
@@ -110,7 +110,7 @@ def tables(draw):
     return [items[i] for i in order], newline, final
 
 
-@FAST
+@EXAMPLES
 @given(tables())
 def test_a_rendered_valid_table_parses_back_to_the_same_entries_and_settings(table):
     items, newline, final = table
@@ -153,14 +153,14 @@ level_chars = st.sampled_from(list("012ab,") + ["ab", "10", "x"])
 fields = st.lists(level_chars, min_size=1, max_size=6).map("".join)
 
 
-@FAST
+@EXAMPLES
 @given(fields, st.one_of(fields, st.text("012ab,", max_size=3), st.text(max_size=3)))
 def test_in_level_agrees_with_the_reference_rule(field, level):
     e = Entry("g", "t", field, "once", "true", 1)
     assert e.in_level(level) == reference_in_level(field, level)
 
 
-@FAST
+@EXAMPLES
 @given(fields)
 def test_every_level_of_a_field_is_found(field):
     e = Entry("g", "t", field, "once", "true", 1)
@@ -181,7 +181,7 @@ name_like = st.one_of(
 )
 
 
-@FAST
+@EXAMPLES
 @given(st.sampled_from(["group", "tag", "level"]), name_like)
 def test_check_name_accepts_exactly_the_names_of_the_reference_regex(kind, value):
     valid = NAME_RE.fullmatch(value) is not None

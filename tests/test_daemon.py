@@ -13,42 +13,10 @@ import threading
 import pytest
 
 from clinit import status as read_status
-from conftest import ROOT, raw_request as send_raw, wait_for
+from conftest import (ROOT, alive, pids_of, proc_status, raw_request as send_raw, running,
+                      wait_for)
 
 SLEEPER = "exec sleep 1000"
-
-
-def env_of(pid: int) -> dict:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return {}
-    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if item)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
-def pids(d, group: str, tag: str | None = None) -> list[int]:
-    """The daemon's children of `group` (and `tag`), by the environment it gave them."""
-    out = []
-    for pid in d.children():
-        env = env_of(pid)
-        if env.get("CLINIT_GROUP") == group and (tag is None or env.get("CLINIT_TAG") == tag):
-            out.append(pid)
-    return sorted(out)
-
-
-def running(d, group: str, count: int, tag: str | None = None) -> list[int]:
-    """Wait until `group` has exactly `count` children; return their pids."""
-    return wait_for(lambda: (lambda p: p if len(p) == count else None)(pids(d, group, tag)),
-                    message=f"{group} never had {count} children")
 
 
 def raw_request(d, data: bytes) -> dict:
@@ -92,7 +60,7 @@ def test_a_tell_rereads_the_changed_table_and_runs_a_new_entry(make_daemon):
     assert d.tell("web", "run") == "level transition started"
     [w2] = running(d, "web", 1, tag="w2")
     d.wait_state("web", "run", "DONE")
-    assert pids(d, "web", "w1") == [w1]
+    assert pids_of(d, "web", "w1") == [w1]
 
 
 def test_a_bad_table_on_reread_is_reported_and_changes_nothing_until_fixed(make_daemon):
@@ -114,14 +82,14 @@ def test_a_bad_table_on_reread_is_reported_and_changes_nothing_until_fixed(make_
     ok, answer = d.client().request("reread")
     assert not ok and f"{d.cltab}:{bad_line}:" in answer
     assert d.status() == status
-    assert {"web": pids(d, "web"), "db": pids(d, "db")} == before
+    assert {"web": pids_of(d, "web"), "db": pids_of(d, "db")} == before
 
     d.write(good + f"web:w2:run:respawn:{SLEEPER}\n")
     assert d.tell("web", "run") == "level transition started"
     running(d, "web", 1, tag="w2")
     d.wait_state("web", "run", "DONE")
-    assert pids(d, "web", "w1") == before["web"]
-    assert pids(d, "db") == before["db"]
+    assert pids_of(d, "web", "w1") == before["web"]
+    assert pids_of(d, "db") == before["db"]
 
 
 def test_a_group_deleted_from_the_table_is_halted_gracefully_and_its_line_goes(make_daemon):
@@ -144,7 +112,7 @@ def test_a_group_deleted_from_the_table_is_halted_gracefully_and_its_line_goes(m
     wait_for(lambda: d.status(group="db") == "")
     assert d.status() == "web run DONE\n"
     assert open(marker).read() == "INT\n"  # stopped by SIGINT, not killed
-    assert pids(d, "web") == [web_pid]
+    assert pids_of(d, "web") == [web_pid]
 
     # back in the table, the group can be told again from scratch
     d.write(web + f"db:d1:run:respawn:{SLEEPER}\n")
@@ -177,7 +145,7 @@ def test_sighup_with_a_bad_table_logs_the_error_and_keeps_running(make_daemon):
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "unknown mode 'bogus'" in d.log_text())
     assert d.answers()
-    assert pids(d, "web") == before
+    assert pids_of(d, "web") == before
     assert d.status() == "web run DONE\n"
 
 
@@ -251,7 +219,7 @@ def test_children_get_sigint_at_default_even_when_the_daemon_ignores_it(make_dae
     wait_for(d.answers)
     d.tell("web", "run")
     [child] = running(d, "web", 1)
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{child}/status").read().splitlines())
+    fields = proc_status(child)
     ignored, blocked = int(fields["SigIgn"], 16), int(fields["SigBlk"], 16)
     assert not ignored & (1 << (signal.SIGINT - 1)), fields["SigIgn"]
     assert blocked == 0, fields["SigBlk"]
@@ -277,9 +245,9 @@ def test_changing_one_group_never_touches_another(make_daemon):
     for level in ("b", "a", "b"):
         d.tell("web", level)
         d.wait_state("web", level, "DONE")
-        wait_for(lambda: len(pids(d, "web")) == 1 and pids(d, "web") != [w1])
-        w1 = pids(d, "web")[0]
-    assert pids(d, "db") == db_before
+        wait_for(lambda: len(pids_of(d, "web")) == 1 and pids_of(d, "web") != [w1])
+        w1 = pids_of(d, "web")[0]
+    assert pids_of(d, "db") == db_before
     assert d.status(group="db") == "a DONE\n"
 
 
@@ -336,7 +304,7 @@ def test_a_malformed_request_gets_an_error_answer_and_changes_nothing(make_daemo
     assert d.answers()
     assert d.proc.poll() is None
     assert d.status() == "web run DONE\n"
-    assert pids(d, "web") == before
+    assert pids_of(d, "web") == before
 
 
 def test_a_client_that_connects_and_says_nothing_changes_nothing(make_daemon):

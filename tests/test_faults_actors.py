@@ -29,20 +29,13 @@ import pytest
 from clinit import Entry, Group, GroupState, Process, ProcessState, load_cltab, reaper
 from clinit.messages import Exited, Fault, Request, Signal
 from clinit.statuswriter import StatusWriter
-from conftest import Recorder, gone, wait_for
+from conftest import FAST, Recorder, gone, ignores, wait_for
 
 daemon_module = importlib.import_module("clinit.daemon")  # clinit.daemon is also a function
 
 S = ProcessState
 G = GroupState
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 HEAD = ":::term_delay:0.2\n:::kill_delay:0.2\n"
-
-
-def ignores_int_and_term(pid: int) -> bool:
-    with open(f"/proc/{pid}/status") as f:
-        mask = int(next(line for line in f if line.startswith("SigIgn:")).split()[1], 16)
-    return all(mask & (1 << (sig - 1)) for sig in (2, 15))
 
 
 def instance(ref):
@@ -71,7 +64,7 @@ def test_a_process_actor_fault_is_logged_and_stops_its_process_with_the_ladder(r
     p.up().get()
     wait_for(lambda: p.state().get() is S.DONE and p.pid().get())
     pid = p.pid().get()
-    wait_for(lambda: ignores_int_and_term(pid))  # the trap ran: only SIGKILL will do
+    wait_for(lambda: ignores(pid, signal.SIGINT, signal.SIGTERM))  # the trap ran: only SIGKILL will do
     with caplog.at_level(logging.INFO, logger="clinit.process"):
         ref.tell(Exited(pid, "garbage"))  # a status of the wrong type: decoding it raises
         wait_for(lambda: p.state().get() is S.CONFIGURED)

@@ -13,56 +13,15 @@ import subprocess
 import sys
 
 from clinit.pgroups import members_of as _members_of
-from conftest import ROOT, gone, wait_for
-
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
+from conftest import (FAST, ROOT, all_children, cmdline, gone, ignores, stat_fields, wait_for,
+                      zombies_of)
 
 
 # -- /proc helpers ---------------------------------------------------------------------
 
-def stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (state is [0])."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def all_children(ppid: int) -> list[tuple[int, bytes]]:
-    """(pid, state) of every child of ppid, zombies included."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = stat_fields(int(name))
-            if fields is not None and int(fields[1]) == ppid:
-                out.append((int(name), fields[0]))
-    return out
-
-
-def zombies_of(ppid: int) -> list[int]:
-    return [pid for pid, state in all_children(ppid) if state == b"Z"]
-
-
 def sleepers(d) -> list[int]:
     """The daemon's children running `sleep 1000` (leaders that exec'd, or adopted orphans)."""
     return [pid for pid in d.children() if cmdline(pid) == "sleep 1000"]
-
-
-def ignored_signals(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("SigIgn:"):
-                return int(line.split()[1], 16)
-    raise AssertionError("no SigIgn line")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -86,8 +45,7 @@ def test_a_child_ignoring_sigint_and_sigterm_is_ended_by_sigkill(make_daemon):
     d.tell("g", "1")
     d.wait_state("g", "1", "DONE")
     [pid] = wait_for(lambda: sleepers(d))
-    assert ignored_signals(pid) & (1 << (signal.SIGINT - 1))
-    assert ignored_signals(pid) & (1 << (signal.SIGTERM - 1))
+    assert ignores(pid, signal.SIGINT, signal.SIGTERM)
     assert d.tell("g", "2") == "level transition started"
     d.wait_state("g", "2", "DONE")
     assert gone(pid)

@@ -17,9 +17,8 @@ import signal
 import pytest
 
 from clinit.client import Client
-from conftest import wait_for
+from conftest import FAST, environ, wait_for
 
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 TABLE = """\
 a:a1:1:respawn:exec sleep 1000
 a:a2:1:once:exec sleep 1000
@@ -27,24 +26,13 @@ b:b1:1:respawn:exec sleep 1000
 """
 
 
-def tag_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            for item in f.read().split(b"\0"):
-                if item.startswith(b"CLINIT_TAG="):
-                    return item.split(b"=", 1)[1].decode()
-    except OSError:
-        pass
-    return ""
-
-
 def snapshot(d) -> tuple:
     """What must not change: every child (pid -> tag) and the status lines."""
-    return {pid: tag_of(pid) for pid in d.children()}, d.status()
+    return {pid: environ(pid).get("CLINIT_TAG", "") for pid in d.children()}, d.status()
 
 
 @pytest.fixture
-def running(make_daemon):
+def two_groups(make_daemon):
     d = make_daemon(TABLE, **FAST)
     d.tell("a", "1")
     d.tell("b", "1")
@@ -96,8 +84,8 @@ def assert_recovers(d, before) -> None:
 
 # -- edited or replaced while groups run: untouched until told ------------------------------
 
-def test_a_cltab_edited_in_place_changes_nothing_until_the_next_tell(running):
-    d = running
+def test_a_cltab_edited_in_place_changes_nothing_until_the_next_tell(two_groups):
+    d = two_groups
     before = snapshot(d)
     inode = os.stat(d.cltab).st_ino
     # same size, same second: only the nanoseconds and the content differ
@@ -117,8 +105,8 @@ def test_a_cltab_edited_in_place_changes_nothing_until_the_next_tell(running):
     assert {pid: tag for pid, tag in snapshot(d)[0].items() if tag != "a1"} == kept
 
 
-def test_a_cltab_replaced_by_a_rename_changes_nothing_until_the_next_tell(running):
-    d = running
+def test_a_cltab_replaced_by_a_rename_changes_nothing_until_the_next_tell(two_groups):
+    d = two_groups
     before = snapshot(d)
     d.write(TABLE + "a:a3:1:once:exec sleep 1000\n")
     assert_untouched(d, before)
@@ -130,8 +118,8 @@ def test_a_cltab_replaced_by_a_rename_changes_nothing_until_the_next_tell(runnin
 
 # -- broken while groups run: a clear error, nothing changes, recovery when fixed --------------
 
-def test_an_invalid_cltab_is_refused_with_file_and_line_and_changes_nothing(running):
-    d = running
+def test_an_invalid_cltab_is_refused_with_file_and_line_and_changes_nothing(two_groups):
+    d = two_groups
     before = snapshot(d)
     d.write(TABLE + "a:a3:1:sometimes:true\n")
     line = len(full_text(d, TABLE + "x\n").splitlines())
@@ -140,8 +128,8 @@ def test_an_invalid_cltab_is_refused_with_file_and_line_and_changes_nothing(runn
     assert_recovers(d, before)
 
 
-def test_a_deleted_cltab_is_refused_as_unreadable_and_changes_nothing(running):
-    d = running
+def test_a_deleted_cltab_is_refused_as_unreadable_and_changes_nothing(two_groups):
+    d = two_groups
     before = snapshot(d)
     os.unlink(d.cltab)
     assert_refused_everywhere(d, before, f"{d.cltab}: cannot read: No such file or directory")
@@ -149,8 +137,8 @@ def test_a_deleted_cltab_is_refused_as_unreadable_and_changes_nothing(running):
     assert_recovers(d, before)
 
 
-def test_an_unreadable_cltab_is_refused_and_changes_nothing(running):
-    d = running
+def test_an_unreadable_cltab_is_refused_and_changes_nothing(two_groups):
+    d = two_groups
     before = snapshot(d)
     os.unlink(d.cltab)
     os.mkdir(d.cltab)  # root reads any file: a directory is what it cannot read
@@ -160,10 +148,10 @@ def test_an_unreadable_cltab_is_refused_and_changes_nothing(running):
     assert_recovers(d, before)
 
 
-def test_an_emptied_cltab_is_valid_and_halts_the_groups_it_no_longer_has(running):
+def test_an_emptied_cltab_is_valid_and_halts_the_groups_it_no_longer_has(two_groups):
     # Not a fault but the edge of one: a truncated file is a valid, empty table.
     # Its groups were deleted, so they are halted -- write cltab by rename.
-    d = running
+    d = two_groups
     d.write("")
     ok, answer = client(d).request("tell", group="a", level="1")
     assert not ok and answer == "no such group: a"

@@ -13,26 +13,12 @@ import os
 import signal
 import stat
 
-from conftest import wait_for
+from conftest import FAST, alive, stat_fields, wait_for
 
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 TABLE = """
     g:a:1:respawn:exec sleep 1000
     g:b:1:once:sleep 1000 & exec sleep 1000
 """
-
-
-def stat_fields(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != b"Z"
 
 
 def kill_orphans(pids) -> None:

@@ -14,28 +14,9 @@ import time
 
 import pytest
 
-from conftest import gone, wait_for
+from conftest import FAST, environ, gone, wait_for, zombies_of
 
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 STORM = 300
-
-
-def stat_fields(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def zombies_of(ppid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = stat_fields(int(name))
-            if fields is not None and fields[0] == b"Z" and int(fields[1]) == ppid:
-                out.append(int(name))
-    return out
 
 
 # -- SIGTERM, SIGINT: graceful shutdown -------------------------------------------------
@@ -86,8 +67,9 @@ def test_sighup_rereads_cltab_and_halts_a_deleted_group_only(make_daemon):
     d.wait_state("a", "1", "DONE")
     d.wait_state("b", "1", "DONE")
     # (a child just spawned may show the daemon's environment until it execs)
-    wait_for(lambda: len(d.children()) == 2 and all(_group_of(pid) for pid in d.children()))
-    from_a = [pid for pid in d.children() if _group_of(pid) == b"a"]
+    wait_for(lambda: len(d.children()) == 2
+             and all(environ(pid).get("CLINIT_GROUP") for pid in d.children()))
+    from_a = [pid for pid in d.children() if environ(pid).get("CLINIT_GROUP") == "a"]
     d.write("""
         a:keep:1:respawn:exec sleep 1000
     """)
@@ -110,14 +92,6 @@ def test_many_sighups_in_a_row_leave_the_daemon_serving(make_daemon):
     assert d.client().request("ping")[0]
     assert d.children() == [pid]
     assert d.proc.poll() is None
-
-
-def _group_of(pid: int) -> bytes:
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        for item in f.read().split(b"\0"):
-            if item.startswith(b"CLINIT_GROUP="):
-                return item.split(b"=", 1)[1]
-    return b""
 
 
 # -- SIGCHLD storms -----------------------------------------------------------------------

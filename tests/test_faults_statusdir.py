@@ -18,9 +18,8 @@ import subprocess
 
 import pytest
 
-from conftest import wait_for
+from conftest import FAST, environ, wait_for
 
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 TABLE = """
     g:a:1:respawn:exec sleep 1000
     g:b:2:respawn:exec sleep 1000
@@ -40,18 +39,7 @@ def start(make_daemon, folder, **settings):
 def told(d, level: str) -> None:
     """Tell g a level and wait until its process runs (the status may be unwritable)."""
     assert d.tell("g", level) == "level transition started"
-    wait_for(lambda: any(_level_of(pid) == level for pid in d.children()))
-
-
-def _level_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            for item in f.read().split(b"\0"):
-                if item.startswith(b"CLINIT_LEVEL="):
-                    return item.split(b"=", 1)[1].decode()
-    except OSError:
-        pass
-    return ""
+    wait_for(lambda: any(environ(pid).get("CLINIT_LEVEL") == level for pid in d.children()))
 
 
 def test_a_removed_status_folder_is_logged_once_and_the_file_returns_on_the_next_change(

@@ -18,7 +18,7 @@ import pytest
 
 from clinit import CltabError, Group, GroupState, ProcessState
 from clinit.messages import GroupChanged
-from conftest import Recorder, wait_for
+from conftest import Recorder, gone, wait_for
 
 G = GroupState
 P = ProcessState
@@ -514,13 +514,6 @@ def test_stopping_the_group_actor_stops_its_processes(world):
     g.actor_ref.stop()
     # the Process actors went with it
     assert not [r for r in pykka.ActorRegistry.get_by_class_name("Process")]
-
-    def gone(pid):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            return True
 
     wait_for(lambda: gone(grandchild))
 

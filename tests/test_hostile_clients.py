@@ -19,24 +19,11 @@ import threading
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, WEB as CLTAB, wait_for, web_running
 from proc_figures import figures
 
 from clinit.protocol import MAX_REQUEST, encode_request
 from clinit.server import WORKERS
-
-CLTAB = """
-    web:w1:run:respawn:exec sleep 1000
-"""
-
-
-def running(make_daemon, **settings):
-    """A daemon whose group `web` runs level `run` (one sleeping child)."""
-    d = make_daemon(CLTAB, **settings)
-    assert d.tell("web", "run") == "level transition started"
-    d.wait_state("web", "run", "DONE")
-    wait_for(lambda: len(d.children()) == 1)
-    return d
 
 
 def snapshot(d) -> tuple:
@@ -76,7 +63,7 @@ def others_are_served(d) -> None:
 # -- clients that send nothing, or not enough ------------------------------------------
 
 def test_a_client_that_sends_nothing_is_told_it_timed_out_and_changes_nothing(make_daemon):
-    d = running(make_daemon, idle_timeout=0.3)
+    d = web_running(make_daemon, idle_timeout=0.3)
     before = snapshot(d)
     with connect(d) as silent:
         ok, text = answer_of(silent)
@@ -86,7 +73,7 @@ def test_a_client_that_sends_nothing_is_told_it_timed_out_and_changes_nothing(ma
 
 
 def test_a_client_that_sends_half_a_request_and_stalls_is_told_it_timed_out(make_daemon):
-    d = running(make_daemon, idle_timeout=0.3)
+    d = web_running(make_daemon, idle_timeout=0.3)
     before = snapshot(d)
     with connect(d) as stalled:
         stalled.sendall(b'{"cmd": "tell", "group": "web", "level": "')
@@ -98,7 +85,7 @@ def test_a_client_that_sends_half_a_request_and_stalls_is_told_it_timed_out(make
 
 def test_a_client_that_trickles_a_byte_at_a_time_gets_no_more_than_the_idle_timeout(make_daemon):
     # The idle timeout counts from connect to a whole request, not between bytes.
-    d = running(make_daemon, idle_timeout=0.5)
+    d = web_running(make_daemon, idle_timeout=0.5)
     before = snapshot(d)
     stop = threading.Event()
     sock = connect(d)
@@ -128,7 +115,7 @@ def test_silent_clients_past_the_limit_do_not_lock_out_a_client_that_sends_its_r
         make_daemon):
     # Idle connections hold no thread; at the limit the oldest of them
     # makes room for the newcomer, so a real request always gets through.
-    d = running(make_daemon, max_clients=4, idle_timeout=60)
+    d = web_running(make_daemon, max_clients=4, idle_timeout=60)
     silent = [connect(d) for _ in range(10)]
     try:
         others_are_served(d)
@@ -155,7 +142,7 @@ def garbage() -> list[bytes]:
 
 
 def test_random_bytes_get_an_error_answer_and_change_nothing(make_daemon):
-    d = running(make_daemon, idle_timeout=2)
+    d = web_running(make_daemon, idle_timeout=2)
     before = snapshot(d)
     for blob in garbage():
         with connect(d) as sock:
@@ -172,7 +159,7 @@ def test_random_bytes_get_an_error_answer_and_change_nothing(make_daemon):
 
 
 def test_a_100_megabyte_line_is_refused_after_the_limit_without_being_buffered(make_daemon):
-    d = running(make_daemon)
+    d = web_running(make_daemon)
     before = snapshot(d)
     start = figures(d.proc.pid)
     sock = connect(d, timeout=30)
@@ -209,7 +196,7 @@ def test_a_100_megabyte_line_is_refused_after_the_limit_without_being_buffered(m
 def test_a_thousand_connections_at_once_are_told_busy_while_others_are_still_served(
         make_daemon):
     limit = 64
-    d = running(make_daemon, max_clients=limit, idle_timeout=60)
+    d = web_running(make_daemon, max_clients=limit, idle_timeout=60)
     before = snapshot(d)
     others_are_served(d)
     start = figures(d.proc.pid)
@@ -254,7 +241,7 @@ def test_a_thousand_connections_at_once_are_told_busy_while_others_are_still_ser
 
 
 def test_a_daemon_out_of_file_descriptors_says_so_and_still_serves_a_client(make_daemon):
-    d = running(make_daemon, idle_timeout=60)
+    d = web_running(make_daemon, idle_timeout=60)
     in_use = figures(d.proc.pid)["fds"]
     resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (in_use + 4, in_use + 4))
     flood = [connect(d) for _ in range(30)]  # more than it has descriptors for

@@ -19,10 +19,9 @@ from clinit import Entry, Process, ProcessState
 from clinit.fsm import ANY, Machine
 from clinit.process import TABLE, Timings
 from clinit.messages import ProcessChanged, Stopped
-from conftest import Recorder, gone, proc_state, wait_for
+from conftest import FAST, Recorder, gone, proc_state, proc_status, wait_for
 
 S = ProcessState
-FAST = {"term_delay": 0.2, "kill_delay": 0.2}
 
 
 def entry(command: str, mode: str = "once", tag: str = "t", group: str = "g",
@@ -53,15 +52,6 @@ def settle(p, state):
 def read_when_written(path):
     """The text of a file a child writes (and renames into place), once it is there."""
     return wait_for(lambda: path.exists() and path.read_text())
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
 
 
 # ---------------------------------------------------------------------------

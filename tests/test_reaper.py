@@ -11,20 +11,11 @@ import pytest
 
 from clinit import reaper
 from clinit.messages import Exited
-from conftest import Inbox, wait_for, zombie_children
+from conftest import Inbox, proc_state, wait_for, zombie_children
 
 
 def spawn(command: str) -> int:
     return os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], dict(os.environ))
-
-
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of pid in /proc, None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except OSError:
-        return None
 
 
 def exit_codes(inbox: Inbox) -> dict[int, int]:

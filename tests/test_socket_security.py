@@ -21,11 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Daemon, wait_for
-
-CLTAB = """
-    web:w1:run:respawn:exec sleep 1000
-"""
+from conftest import ROOT, WEB as CLTAB, Daemon, wait_for, web_running
 
 CLIENT = r"""
 import json, socket, sys
@@ -121,18 +117,13 @@ def open_folder():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def running(make_daemon, **settings):
-    d = make_daemon(CLTAB, **settings)
-    assert d.tell("web", "run") == "level transition started"
-    d.wait_state("web", "run", "DONE")
-    wait_for(lambda: len(d.children()) == 1)
-    return d
+
 
 
 @needs_root
 def test_another_user_is_refused_even_when_the_socket_file_lets_it_in(make_daemon, open_folder):
     sock = open_folder / "clinit.sock"
-    d = running(make_daemon, socket=sock)
+    d = web_running(make_daemon, socket=sock)
     before = (d.clstat.read_text(), d.children())
     # the file's mode stops nobody first...
     reply = ask_as(NOBODY.pw_uid, NOBODY.pw_gid, sock, {"cmd": "shutdown"})
@@ -188,7 +179,7 @@ def test_a_daemon_run_by_a_user_obeys_that_user_and_root_and_refuses_others(open
 @needs_root
 def test_members_of_the_socket_group_are_obeyed_and_others_are_not(make_daemon, open_folder):
     sock = open_folder / "clinit.sock"
-    d = running(make_daemon, socket=sock, socket_group=NOBODY_GROUP)
+    d = web_running(make_daemon, socket=sock, socket_group=NOBODY_GROUP)
     st = os.stat(sock)
     assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == NOBODY.pw_gid
     # by primary group, and by a supplementary one

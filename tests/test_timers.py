@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import threading
 
-import pykka
 
 from clinit import timers
-from conftest import Inbox, wait_for
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self):
-        super().__init__()
-        self.got = []
-
-    def on_receive(self, message):
-        self.got.append(message)
-
-    def messages(self):
-        return list(self.got)
+from conftest import Inbox, Recorder, wait_for
 
 
 def test_messages_arrive_in_order_of_their_due_time():
