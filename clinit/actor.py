@@ -7,8 +7,8 @@ defaults, neither in behaviour:
 - the inbox is a `queue.SimpleQueue`: lighter than `queue.Queue`, and
   its put() is reentrant, so a signal handler may send to an actor;
 - `actor_stopped` is a `Flag`, not a `threading.Event`: pykka only sets
-  and tests it, and an Event carries a Condition whose waiter deque
-  alone is 600 bytes.
+  and tests it, and an Event carries a Condition with a waiter deque
+  (its size: bench/RESULTS.md, "Choices in the code").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ starts about as fast as the interpreter does.
 from __future__ import annotations
 
 # The C module itself: the `socket` wrapper would pull in enum and
-# selectors, a third of the client's start-up, for nothing it needs here.
+# selectors for nothing it needs here (what that costs: bench/RESULTS.md).
 import _socket
 
 from . import protocol

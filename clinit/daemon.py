@@ -310,12 +310,12 @@ def _tune_process() -> None:
     - Child subreaper: orphaned grandchildren of our children are
       re-parented to us, so the reaper sees them and a stop can find them.
     - One malloc arena: a thousand actor threads would otherwise spread
-      their few allocations over up to 8 arenas a core (measured: 0.9 MiB
-      less at 1,000 processes).
+      their few allocations over up to 8 arenas a core.
     - A long GIL switch interval: actor handlers are short and give the
       GIL up when they block on their inbox; a long interval spares a
-      thousand threads forced hand-offs (measured: a 1,000-process stop
-      about 20 % faster).
+      thousand threads forced hand-offs.
+
+    What each saves is in bench/RESULTS.md ("Choices in the code").
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:

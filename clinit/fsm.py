@@ -62,8 +62,8 @@ class Machine:
         self._state = initial
         # At least the newest LOG_MAX transitions: enough to see any state
         # passed through, bounded so a process respawning for months stays
-        # small.  (A list trimmed in halves: an empty deque costs 600 bytes,
-        # times one machine per process.)
+        # small.  (A list trimmed in halves, not a deque: an empty deque is
+        # large, times one machine per process; see bench/RESULTS.md.)
         self.log: list[tuple[enum.Enum, str, enum.Enum]] = []
         self._index = _index_of(table, type(initial))
 
