@@ -340,6 +340,9 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
     except CltabError as err:
         raise DaemonError(str(err)) from None
     conf = resolve(conf["cltab"], socket, clstat, settings=table.settings)
+    # Fixed for the daemon's life: the start-up table's values.  The actors
+    # get `settings` alone and merge each table they read over it, so a
+    # setting deleted from cltab goes back to the caller's value or the default.
     merged = {**settings, **table.settings}
     try:
         prepare_socket(conf["socket"])
@@ -362,7 +365,7 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
                             max_clients=merged.get("max_clients", MAX_CLIENTS))
         except (OSError, KeyError) as err:
             raise DaemonError(f"{conf['socket']}: cannot listen: {err}") from None
-        daemon_ref = Daemon.start(table, merged, writer, server.wake)
+        daemon_ref = Daemon.start(table, settings, writer, server.wake)
         daemon_ref.tell(Listening())
         server.dispatch = lambda req: daemon_ref.ask(Request(req), timeout=ANSWER_TIMEOUT)
 

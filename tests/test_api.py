@@ -106,7 +106,8 @@ def test_module_status_reads_a_daemons_status_file(make_daemon):
 
 def start_api_daemon(d, **kwargs):
     """Run `clinit.daemon(cltab=..., **kwargs)` in a subprocess as `d.proc`."""
-    args = ", ".join(f"{k}={str(v)!r}" for k, v in {"cltab": d.cltab, **kwargs}.items())
+    args = ", ".join(f"{k}={v if isinstance(v, (int, float)) else str(v)!r}"
+                     for k, v in {"cltab": d.cltab, **kwargs}.items())
     code = f"import clinit, sys; sys.exit(clinit.daemon({args}))"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     d._log = open(d.log, "ab")
@@ -125,6 +126,26 @@ def test_the_daemon_function_runs_a_daemon_like_clinit_d(make_daemon):
     assert d.proc.wait(timeout=20) == 0
     assert not os.path.exists(f"/proc/{child}/stat") or child not in d.children()
     assert not d.socket.exists() and not d.clstat.exists()
+
+
+def test_a_setting_deleted_from_cltab_goes_back_to_the_callers_value_on_a_reread(make_daemon):
+    # Started with cltab term_delay 30 over the caller's 0.05; the line is
+    # deleted before the first tell: a stop must then send SIGTERM after
+    # 0.05 s, not 30 s (the trap logs each signal; the ladder ends at TERM).
+    d = make_daemon("", start=False)
+    del d.settings["term_delay"]
+    log = d.folder / "signals"
+    entry = (f"g:t:1:respawn:trap 'echo INT >> {log}' INT; trap 'echo TERM >> {log}; exit 0' TERM; "
+             f"sleep 1000 & echo ready >> {log}; while :; do wait; done\n")
+    d.write(":::term_delay:30\n" + entry)
+    start_api_daemon(d, term_delay=0.05)
+    wait_for(d.answers, message=f"daemon did not come up: {d.log_text()}")
+    d.write(entry)
+    assert d.tell("g", "1") == "level transition started"
+    wait_for(lambda: log.exists() and log.read_text() == "ready\n")
+    assert d.tell("g", "2") == "level transition started"
+    d.wait_state("g", "2", "DONE")  # 10 s at most: far below 30
+    assert log.read_text() == "ready\nINT\nTERM\n"
 
 
 def test_the_daemon_function_takes_socket_and_clstat_when_the_cltab_has_none(make_daemon, tmp_path):
