@@ -49,7 +49,7 @@ from .group import Group, GroupState
 from .messages import (DropGroup, GroupChanged, Halt, Listening, MemberChanged, Request,
                        ShutdownTimeout, Signal, Tell)
 from .process import Timings
-from .paths import resolve
+from .paths import UnsafeFolder, resolve, secure_folder
 from .pgroups import find_by_environ, kill_children
 from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError, Server,
                      prepare_socket)
@@ -345,12 +345,14 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
     # setting deleted from cltab goes back to the caller's value or the default.
     merged = {**settings, **table.settings}
     try:
+        # the socket's folder first: when both are the same, it is made 0700
+        secure_folder(os.path.dirname(conf["socket"]) or ".", 0o700, "run folder")
+        secure_folder(os.path.dirname(conf["clstat"]) or ".", 0o755, "run folder")
         prepare_socket(conf["socket"])
-    except (LiveDaemonError, OSError) as err:
+    except (UnsafeFolder, LiveDaemonError, OSError) as err:
         raise DaemonError(str(err)) from None
     _warn_of_orphans(conf["socket"])
     os.environ[SOCKET_VAR] = conf["socket"]  # children inherit it: see _warn_of_orphans
-    os.makedirs(os.path.dirname(conf["clstat"]) or ".", mode=0o755, exist_ok=True)
 
     _tune_process()
     reaper.ensure(reap_all=True)

@@ -143,19 +143,10 @@ def test_another_user_is_refused_even_when_the_socket_file_lets_it_in(make_daemo
 @needs_root
 def test_a_daemon_run_by_a_user_obeys_that_user_and_root_and_refuses_others(open_folder):
     os.chown(open_folder, NOBODY.pw_uid, NOBODY.pw_gid)
-    python = python_for(NOBODY.pw_uid, NOBODY.pw_gid)
-    path = os.pathsep.join(sorted({str(Path(m.__file__).parent.parent)
-                                   for m in _imports("pykka", "docopt")}))
-    check = subprocess.run(as_user(NOBODY.pw_uid, NOBODY.pw_gid)
-                           + ["env", f"PYTHONPATH={path}", python, "-c", "import pykka, docopt"],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        path = _copy_packages(open_folder / "lib", "pykka", "docopt")
     d = Daemon(open_folder, CLTAB, {})
     d._log = open(d.log, "ab")
     try:
-        command = ["env", f"PYTHONPATH={path}", python, str(ROOT / "bin" / "clinit"),
-                   "-d", "-c", str(d.cltab)]
+        command = clinit_for(NOBODY.pw_uid, NOBODY.pw_gid, open_folder) + ["-d", "-c", str(d.cltab)]
         d.proc = subprocess.Popen(as_user(NOBODY.pw_uid, NOBODY.pw_gid) + command,
                                   stdout=d._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_for(d.answers, message=f"daemon did not come up: {d.log_text()}")
@@ -194,6 +185,82 @@ def test_members_of_the_socket_group_are_obeyed_and_others_are_not(make_daemon, 
     reply = ask_as(OTHER_UID, OTHER_GID, sock, {"cmd": "shutdown"})
     assert reply["ok"] is False and reply["answer"].startswith("permission denied"), reply
     assert d.proc.poll() is None
+
+
+def clinit_for(uid: int, gid: int, folder: Path) -> list[str]:
+    """`env PYTHONPATH=... PYTHON bin/clinit` as this user can run it (pykka and
+    docopt copied into `folder` if the user cannot read ours)."""
+    python = python_for(uid, gid)
+    path = os.pathsep.join(sorted({str(Path(m.__file__).parent.parent)
+                                   for m in _imports("pykka", "docopt")}))
+    check = subprocess.run(as_user(uid, gid)
+                           + ["env", f"PYTHONPATH={path}", python, "-c", "import pykka, docopt"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        path = _copy_packages(folder / "lib", "pykka", "docopt")
+    return ["env", f"PYTHONPATH={path}", python, str(ROOT / "bin" / "clinit")]
+
+
+# -- the run folder ------------------------------------------------------------------------
+
+def start_refused(command: list[str], d: Daemon) -> str:
+    """Run `clinit -d` on d's cltab; it must exit 1 without a socket: its stderr."""
+    result = subprocess.run(command + ["-d", "-c", str(d.cltab)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert not os.path.exists(d.socket) and not os.path.exists(d.clstat)
+    return result.stderr
+
+
+@needs_root
+def test_a_run_folder_owned_by_another_user_is_refused(open_folder):
+    # nobody's daemon, and a run folder that OTHER_UID made first (mode 0755)
+    run = open_folder / "run"
+    run.mkdir(mode=0o755)
+    os.chown(run, OTHER_UID, OTHER_GID)
+    d = Daemon(open_folder, CLTAB, {"socket": run / "clinit.sock", "clstat": run / "clstat"})
+    err = start_refused(as_user(NOBODY.pw_uid, NOBODY.pw_gid)
+                        + clinit_for(NOBODY.pw_uid, NOBODY.pw_gid, open_folder), d)
+    assert f"run folder {run}: the folder is owned by uid {OTHER_UID}, not by uid " \
+           f"{NOBODY.pw_uid} or root" in err, err
+    assert os.listdir(run) == []
+
+
+@needs_root
+@pytest.mark.parametrize("folder_mode", [0o777, 0o770, 0o1777], ids=["0777", "0770", "1777"])
+def test_a_run_folder_others_may_write_to_is_refused(open_folder, folder_mode):
+    # nobody's daemon, and its own run folder, but one its group or anyone may write to
+    run = open_folder / "run"
+    run.mkdir()
+    os.chmod(run, folder_mode)
+    os.chown(run, NOBODY.pw_uid, NOBODY.pw_gid)
+    d = Daemon(open_folder, CLTAB, {"socket": run / "clinit.sock", "clstat": run / "clstat"})
+    err = start_refused(as_user(NOBODY.pw_uid, NOBODY.pw_gid)
+                        + clinit_for(NOBODY.pw_uid, NOBODY.pw_gid, open_folder), d)
+    assert f"run folder {run}: writable by " in err and f"(mode {folder_mode:04o})" in err, err
+
+
+def test_a_status_folder_others_may_write_to_is_refused_as_well(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    d = Daemon(tmp_path, CLTAB, {"clstat": shared / "clstat"})
+    err = start_refused([sys.executable, str(ROOT / "bin" / "clinit")], d)
+    assert f"run folder {shared}: writable by its group and others (mode 0777)" in err, err
+
+
+def test_a_symlink_to_a_run_folder_is_trusted_only_if_the_link_is_ours_or_roots(make_daemon,
+                                                                                  tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    d = make_daemon(CLTAB, socket=tmp_path / "link" / "clinit.sock")
+    assert d.client().request("ping")[0]
+    if os.geteuid() == 0:
+        d.stop()
+        os.lchown(tmp_path / "link", OTHER_UID, OTHER_GID)
+        err = start_refused([sys.executable, str(ROOT / "bin" / "clinit")], d)
+        assert f"the symlink is owned by uid {OTHER_UID}" in err, err
 
 
 def _imports(*names):
