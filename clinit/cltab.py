@@ -18,7 +18,7 @@ MODES = ("wait", "once", "respawn", "test", "off")
 
 # Known settings and their converters.  Unknown setting names are allowed and
 # kept as str.  Numbers must be >= 0 (and finite).
-SETTINGS = {"socket": str, "clstat": str, "log": str, "socket_group": str,
+SETTINGS = {"socket": str, "clstat": str, "log": str, "logdir": str, "socket_group": str,
             "respawn_limit": int, "respawn_window": float, "respawn_pause": float,
             "term_delay": float, "kill_delay": float, "heartbeat": float,
             "max_clients": int, "idle_timeout": float}

@@ -41,7 +41,7 @@ from typing import Any
 
 import pykka
 
-from . import reaper, timers
+from . import output, reaper, timers
 from .actor import Actor
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
@@ -62,6 +62,7 @@ log = logging.getLogger("clinit.daemon")
 
 SHUTDOWN_GRACE = 5.0  # seconds a shutdown may take beyond the stop ladder
 SWITCH_INTERVAL = 0.05  # seconds; Python's default is 0.005
+OUTPUT_FLUSH = 2.0  # seconds at most, at exit, to copy what children left in their pipes
 
 
 class DaemonError(RuntimeError):
@@ -348,6 +349,8 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         # the socket's folder first: when both are the same, it is made 0700
         secure_folder(os.path.dirname(conf["socket"]) or ".", 0o700, "run folder")
         secure_folder(os.path.dirname(conf["clstat"]) or ".", 0o755, "run folder")
+        if merged.get("logdir"):
+            secure_folder(merged["logdir"], output.FOLDER_MODE, "log folder")
         prepare_socket(conf["socket"])
     except (UnsafeFolder, LiveDaemonError, OSError) as err:
         raise DaemonError(str(err)) from None
@@ -371,9 +374,14 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         daemon_ref.tell(Listening())
         server.dispatch = lambda req: daemon_ref.ask(Request(req), timeout=ANSWER_TIMEOUT)
 
+        def on_signal(signum: int) -> None:
+            if signum == signal.SIGHUP:
+                output.reopen()  # after logrotate: fresh log files from now on
+            daemon_ref.tell(Signal(signum))
+
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.getsignal(sig)
-            reaper.on_signal(sig, lambda signum: daemon_ref.tell(Signal(signum)))
+            reaper.on_signal(sig, on_signal)
         log.info("clinit daemon %d: cltab %s, socket %s, status %s",
                  os.getpid(), conf["cltab"], conf["socket"], conf["clstat"])
         server.serve()
@@ -390,6 +398,7 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
             server.server_close()
         if daemon_ref is not None:
             daemon_ref.stop()
+        output.flush(OUTPUT_FLUSH)  # children's last words still in their pipes
         writer.proxy().remove().get()
         writer.stop()
 

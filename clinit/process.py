@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import pykka
 
-from . import reaper, timers
+from . import output, reaper, timers
 from .actor import Actor
 from .fsm import ANY, Machine, row, to_dot
 from .messages import Down, Exited, Fault, ProcessChanged, Stopped, Tick, Up
@@ -149,6 +149,7 @@ class Timings(NamedTuple):
     term_delay: float = 5.0  # SIGINT -> SIGTERM
     kill_delay: float = 10.0  # SIGTERM -> SIGKILL
     log: str | None = None  # stdout/stderr of children; None: inherit the daemon's
+    logdir: str | None = None  # each entry's stdout/stderr to LOGDIR/TAG.log (wins over log)
 
     @classmethod
     def from_settings(cls, settings: dict | None) -> "Timings":
@@ -416,9 +417,15 @@ class Process(Actor):
         try:
             env = dict(os.environ, CLINIT_GROUP=self.entry.group, CLINIT_TAG=self.entry.tag,
                        CLINIT_LEVEL=self.level)  # built per spawn: idle actors stay small
-            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", self.entry.command], env,
-                                 file_actions=self._file_actions(), setsid=True,
-                                 setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            logdir = self.timings.logdir
+            out = output.pipe_for(logdir, self.entry.tag) if logdir else None
+            try:
+                pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", self.entry.command], env,
+                                     file_actions=self._file_actions(out), setsid=True,
+                                     setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            finally:
+                if out is not None:
+                    os.close(out)  # the child has its copy
         except OSError as err:
             self.machine.fire("execfailed", err)
             return
@@ -435,9 +442,11 @@ class Process(Actor):
         reaper.watch(pid, self.actor_ref)
         self.machine.fire("started")
 
-    def _file_actions(self) -> list:
+    def _file_actions(self, out: int | None = None) -> list:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-        if self.timings.log:
+        if out is not None:  # a pipe that output.py copies to LOGDIR/TAG.log
+            actions += [(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
+        elif self.timings.log:
             actions += [(os.POSIX_SPAWN_OPEN, 1, self.timings.log,
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640),
                         (os.POSIX_SPAWN_DUP2, 1, 2)]
