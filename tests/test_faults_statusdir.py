@@ -106,7 +106,7 @@ def test_each_distinct_error_is_logged_once(make_daemon, tmp_path):
 def small_tmpfs(tmp_path):
     folder = tmp_path / "status"
     folder.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(folder)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
