@@ -16,10 +16,10 @@ import textwrap
 
 import pytest
 
-from conftest import gone, proc_table_entry, wait_for
+from conftest import alive, children_of, gone, wait_for
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-FAST = {"term_delay": 0.5, "kill_delay": 0.5}
+STOP_DELAYS = {"term_delay": 0.5, "kill_delay": 0.5}  # for nginx: longer than conftest.FAST
 
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
 
@@ -70,29 +70,22 @@ def nginx_conf(folder, port: int) -> str:
     return f"exec {NGINX} -p {folder} -c {conf} -e {folder}/nginx-error.log"
 
 
-def workers_of(master: int) -> list[int]:
-    from clinit.pgroups import proc_table
-
-    return [pid for pid, (state, ppid, _, _) in proc_table().items()
-            if ppid == master and state != b"Z"]
-
-
 @needs_nginx
 def test_a_sigkilled_nginx_master_comes_back_once_its_workers_released_the_port(make_daemon, tmp_path):
     port = free_port()
-    d = make_daemon("web:nginx:run:respawn:" + nginx_conf(tmp_path, port) + "\n", **FAST)
+    d = make_daemon("web:nginx:run:respawn:" + nginx_conf(tmp_path, port) + "\n", **STOP_DELAYS)
     d.tell("web", "run")
     d.wait_state("web", "run", "DONE")
     first = wait_for(lambda: http_get(port), timeout=20)
     master, = d.children()
-    workers = wait_for(lambda: workers_of(master))
+    workers = wait_for(lambda: children_of(master))
     os.kill(master, signal.SIGKILL)
     # the workers were stopped first, then a new master bound the port
     wait_for(lambda: all(gone(pid) for pid in workers), timeout=20)
     second = wait_for(lambda: (body := http_get(port)) and body != first and body, timeout=20)
     assert second.startswith(b"pid ")
     new_master, = wait_for(lambda: d.children())
-    assert new_master != master and proc_table_entry(new_master) is not None
+    assert new_master != master and alive(new_master)
     log = d.log_text()
     assert "web/nginx: the last instance left processes in its group" in log
     assert "keeps failing" not in log and "respawning too rapidly" not in log
