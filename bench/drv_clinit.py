@@ -20,7 +20,7 @@ class Clinit:
 
     @staticmethod
     def available():
-        p = subprocess.run([PY, "-c", "import clinit.cli, clinit.daemon"], cwd=REPO,
+        p = subprocess.run([PY, "-c", "import clinit.cli, clinit.daemonactor"], cwd=REPO,
                            env=env(), capture_output=True, text=True)
         if p.returncode != 0:
             return "clinit does not import: " + (p.stderr.strip().splitlines() or ["?"])[-1]

@@ -19,12 +19,12 @@ __all__ = ["daemon", "client", "status", "Client", "NoDaemon", "Cltab", "CltabEr
            "DaemonError"]
 
 _LAZY = {"Process": "process", "ProcessState": "process", "Group": "group",
-         "GroupState": "group", "DaemonError": "daemon"}
+         "GroupState": "group", "DaemonError": "daemonactor"}
 
 
 def daemon(cltab=None, socket=None, clstat=None, **settings) -> int:
     """Run the daemon in this process (main thread) until shutdown; returns 0."""
-    from .daemon import run
+    from .daemonactor import run
 
     return run(cltab=cltab, socket=socket, clstat=clstat, **settings)
 

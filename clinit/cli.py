@@ -62,7 +62,7 @@ def main(argv=None) -> int:
 def _run_daemon(cltab, sock) -> int:
     import logging
 
-    from .daemon import DaemonError, run
+    from .daemonactor import DaemonError, run
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"clinit[{os.getpid()}] %(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -185,10 +186,30 @@ def test_the_daemon_function_on_a_bad_cltab_raises_and_starts_nothing(make_daemo
     assert not (d.folder / "started").exists()
 
 
-def test_clinit_daemon_stays_callable_after_its_module_is_imported():
-    import clinit
-    import clinit.daemon  # rebinds the package attribute to the submodule
+PUBLIC_FUNCTIONS = ("daemon",)  # SPEC §7
 
-    assert callable(clinit.daemon)
+
+def test_no_module_shadows_a_public_name_of_the_api():
+    # in a fresh interpreter: every module of the package imported, then the
+    # functions of SPEC §7 are still the package's functions
+    code = textwrap.dedent(f"""
+        import importlib, pkgutil, types, clinit
+        names = [m.name for m in pkgutil.iter_modules(clinit.__path__)]
+        for name in names:
+            importlib.import_module("clinit." + name)
+        shadowing = sorted(set(names) & set({PUBLIC_FUNCTIONS!r}))
+        wrong = [n for n in {PUBLIC_FUNCTIONS!r} if type(getattr(clinit, n)) is not types.FunctionType]
+        print(shadowing, wrong, "daemonactor" in names)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out == "[] [] True\n", out
+
+
+def test_clinit_daemon_is_the_function_after_its_module_is_imported():
+    import clinit
+    import clinit.daemonactor  # noqa: F401 - the module that runs the daemon
+
+    assert clinit.daemon.__module__ == "clinit"
     with pytest.raises(clinit.DaemonError, match="cannot read"):
         clinit.daemon(cltab="/nonexistent/cltab", socket="/nonexistent/s")

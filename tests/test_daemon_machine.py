@@ -6,7 +6,7 @@ import pykka
 import pytest
 
 from clinit.cltab import load_cltab
-from clinit.daemon import Daemon, DaemonState as D
+from clinit.daemonactor import Daemon, DaemonState as D
 from clinit.messages import Listening, Request, ShutdownTimeout
 from clinit.statuswriter import StatusWriter
 from conftest import wait_for

@@ -1,6 +1,6 @@
 """Faults to survive: an exception inside an actor (issue 3, part B).
 
-The policy (see clinit/process.py, group.py, daemon.py, reaper.py):
+The policy (see clinit/process.py, group.py, daemonactor.py, reaper.py):
 
 - Process: the fault is logged with the tag and the state, the group is
   told, and the actor -- still alive -- stops its process with the usual
@@ -18,7 +18,6 @@ by CLINIT_FAULT_INJECT=process:TAG or group:NAME (raises once).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -26,12 +25,11 @@ import textwrap
 
 import pytest
 
-from clinit import Entry, Group, GroupState, Process, ProcessState, load_cltab, reaper
+from clinit import Entry, Group, GroupState, Process, ProcessState, daemonactor, load_cltab, reaper
 from clinit.messages import Exited, Fault, Request, Signal
 from clinit.statuswriter import StatusWriter
 from conftest import FAST, Recorder, gone, ignores, wait_for
 
-daemon_module = importlib.import_module("clinit.daemon")  # clinit.daemon is also a function
 
 S = ProcessState
 G = GroupState
@@ -197,7 +195,7 @@ def daemon_actor(tmp_path, refs):
         table = load_cltab(write_cltab(tmp_path, text))
         writer = StatusWriter.start(str(tmp_path / "clstat"), 45.0)
         exits = []
-        ref = daemon_module.Daemon.start(table, {}, writer, lambda: exits.append(1))
+        ref = daemonactor.Daemon.start(table, {}, writer, lambda: exits.append(1))
         refs.extend([ref, writer])
         return ref, exits
     return make
@@ -221,7 +219,7 @@ def test_the_daemon_actor_logs_a_bad_message_and_goes_on_serving(daemon_actor, c
 
 def test_a_shutdown_that_cannot_finish_kills_what_is_left_and_is_not_clean(daemon_actor, refs,
                                                                             monkeypatch, caplog):
-    monkeypatch.setattr(daemon_module, "SHUTDOWN_GRACE", 0.1)
+    monkeypatch.setattr(daemonactor, "SHUTDOWN_GRACE", 0.1)
     ref, exits = daemon_actor("g:a:1:respawn:exec sleep 1000\n")
     ask(ref, "tell", group="g", level="1")
     wait_for(lambda: instance(ref).states.get("g") is G.DONE)

@@ -208,8 +208,8 @@ def test_the_group_table_renders_every_row_as_dot():
 
 
 def test_the_daemon_table_renders_every_row_as_dot():
-    import clinit.daemon as daemon  # the module (`from clinit import daemon` is SPEC §7's function)
+    from clinit import daemonactor
 
-    text = daemon.dot()
+    text = daemonactor.dot()
     assert text.startswith('digraph "daemon"')
-    dot_lines_of_every_row(text, daemon.TABLE, daemon.DaemonState)
+    dot_lines_of_every_row(text, daemonactor.TABLE, daemonactor.DaemonState)

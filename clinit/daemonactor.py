@@ -1,5 +1,8 @@
 """The Daemon actor and `run()`, the daemon's whole life (SPEC §5).
 
+(Not `daemon.py`: a module of that name would shadow SPEC §7's
+`clinit.daemon()` once imported.)
+
 start -> read cltab (fatal if bad) -> listen -> serve requests.  The
 Daemon actor owns the table and the groups: it re-reads cltab on every
 tell, reread request and SIGHUP when the file changed (keeping the last
@@ -36,7 +39,6 @@ import logging
 import os
 import signal
 import sys
-import types
 from typing import Any
 
 import pykka
@@ -401,18 +403,3 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         output.flush(OUTPUT_FLUSH)  # children's last words still in their pipes
         writer.proxy().remove().get()
         writer.stop()
-
-
-class _CallableModule(types.ModuleType):
-    """`clinit.daemon` is both this module and SPEC §7's `clinit.daemon(...)`.
-
-    Importing a submodule rebinds the package's attribute of that name to
-    the module, so once anything imports `clinit.daemon`, the attribute is
-    this module: it must be callable like the function it replaced.
-    """
-
-    def __call__(self, cltab=None, socket=None, clstat=None, **settings) -> int:
-        return run(cltab=cltab, socket=socket, clstat=clstat, **settings)
-
-
-sys.modules[__name__].__class__ = _CallableModule
