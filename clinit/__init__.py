@@ -10,7 +10,7 @@ The actor classes (`Process`, `Group`) load pykka on first use, so that a
 script that only uses the client starts fast.
 """
 
-from .client import Client, NoDaemon
+from .control import Client, NoDaemon
 from .cltab import BadName, Cltab, CltabError, Entry, load_cltab
 from .status import status as _status
 

@@ -74,7 +74,7 @@ def _run_daemon(cltab, sock) -> int:
 
 
 def _run_client(args) -> int:
-    from .client import Client, NoDaemon
+    from .control import Client, NoDaemon
     from .protocol import ProtocolError
 
     client = Client(cltab=args["-c"], socket=args["-s"])

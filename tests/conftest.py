@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clinit import status as read_status  # noqa: E402
-from clinit.client import Client  # noqa: E402
+from clinit.control import Client  # noqa: E402
 from clinit.pgroups import proc_table  # noqa: E402
 
 TOKEN_VAR = "CLINIT_TEST_TOKEN"

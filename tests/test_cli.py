@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT, alive, wait_for
-from clinit.client import Client, NoDaemon
+from clinit.control import Client, NoDaemon
 
 CLINIT = [sys.executable, str(ROOT / "bin" / "clinit")]
 SERVICE = "web:w1:run:respawn:exec sleep 1000\n"

@@ -16,7 +16,7 @@ import signal
 
 import pytest
 
-from clinit.client import Client
+from clinit.control import Client
 from conftest import FAST, environ, wait_for
 
 TABLE = """\

@@ -1,5 +1,8 @@
 """The client: talks to a daemon over its socket, reads the status file.
 
+(Not `client.py`: a module of that name would shadow SPEC §7's
+`clinit.client()`.)
+
 Imports neither pykka nor the daemon's modules, so `clinit GROUP LEVEL`
 starts about as fast as the interpreter does.
 """
