@@ -12,7 +12,7 @@ script that only uses the client starts fast.
 
 from .control import Client, NoDaemon
 from .cltab import BadName, Cltab, CltabError, Entry, load_cltab
-from .status import status as _status
+from .clstat import status as _status
 
 __all__ = ["daemon", "client", "status", "Client", "NoDaemon", "Cltab", "CltabError", "Entry",
            "BadName", "load_cltab", "Process", "ProcessState", "Group", "GroupState",

@@ -15,7 +15,7 @@ import _socket
 
 from . import protocol
 from .paths import resolve
-from .status import status as _status
+from .clstat import status as _status
 
 __all__ = ["Client", "NoDaemon"]
 

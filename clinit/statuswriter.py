@@ -1,11 +1,11 @@
 """The status writer actor: keeps the status file (`clstat`) true (SPEC §5).
 
-It replaces the file atomically (`status.write_atomically`) after every
+It replaces the file atomically (`clstat.write_atomically`) after every
 burst of group transitions, and at least every `heartbeat` seconds, so
 readers can take its mtime as a sign of life.  A write that fails
 (folder gone, read-only, full) is logged once and retried on the next
 change or beat.  Only the daemon imports this module (it needs pykka);
-the reader half, which the client uses, is `status.py`.
+the reader half, which the client uses, is `clstat.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from . import timers
 from .actor import Actor
 from .messages import Beat, DropGroup, Flush, GroupChanged
-from .status import PREFIX, write_atomically
+from .clstat import PREFIX, write_atomically
 
 __all__ = ["StatusWriter"]
 

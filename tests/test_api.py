@@ -186,7 +186,7 @@ def test_the_daemon_function_on_a_bad_cltab_raises_and_starts_nothing(make_daemo
     assert not (d.folder / "started").exists()
 
 
-PUBLIC_FUNCTIONS = ("daemon", "client")  # SPEC §7
+PUBLIC_FUNCTIONS = ("daemon", "client", "status")  # SPEC §7
 
 
 def test_no_module_shadows_a_public_name_of_the_api():

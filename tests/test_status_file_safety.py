@@ -1,5 +1,5 @@
 """The status file is written through an exclusive temporary file in its own
-folder and renamed over the old one (clinit/status.py): a symlink or a hard
+folder and renamed over the old one (clinit/clstat.py): a symlink or a hard
 link planted at the final name or at the temporary name never makes the
 daemon write into another file, and the status file still comes out right.
 """

@@ -5,7 +5,8 @@ file is replaced atomically (`write_atomically`: a temporary file created
 exclusively in the same folder, then renamed over the old one) by the
 daemon's writer actor (`statuswriter.py`).
 
-Imports nothing heavy: the client uses it.
+Imports nothing heavy: the client uses it.  (Not `status.py`: a module
+of that name would shadow SPEC §7's `clinit.status()`.)
 """
 
 from __future__ import annotations
