@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from clinit.protocol import (COMMANDS, MAX_REQUEST, ProtocolError, decode_request,
-                             decode_response, encode_request, encode_response)
+from clinit.protocol import (COMMANDS, MAX_REQUEST, ProtocolError, decode_reply, decode_request,
+                             decode_response, encode_request, encode_response, holds)
 
 
 @pytest.mark.parametrize("cmd, fields", [
@@ -36,8 +36,10 @@ def test_an_encoded_response_decodes_to_the_same_answer(ok, answer):
 
 
 def test_every_command_the_daemon_knows_is_listed():
-    assert set(COMMANDS) == {"tell", "reread", "shutdown", "ping"}
+    assert set(COMMANDS) == {"tell", "halt", "status", "processes", "watch", "reread",
+                             "shutdown", "ping"}
     assert COMMANDS["tell"] == ("group", "level")
+    assert COMMANDS["halt"] == ("group",)
 
 
 def refusal(data: bytes) -> str:
@@ -114,3 +116,64 @@ def test_a_malformed_response_raises_a_protocol_error(data):
 
 def test_a_protocol_error_is_a_value_error():
     assert issubclass(ProtocolError, ValueError)
+
+
+# -- the operators' commands (issue 9) ------------------------------------------------
+
+@pytest.mark.parametrize("cmd, fields", [
+    ("tell", {"group": "web", "level": "run", "wait": True, "timeout": 5}),
+    ("tell", {"group": "web", "level": "run", "wait": False}),
+    ("tell", {"group": "web", "level": "run", "timeout": 0.5}),
+    ("halt", {"group": "web"}),
+    ("halt", {"group": "web", "wait": True, "timeout": 604800}),
+    ("status", {}),
+    ("status", {"group": "web"}),
+    ("processes", {}),
+    ("processes", {"group": "0"}),
+    ("watch", {}),
+    ("watch", {"group": "web"}),
+])
+def test_the_operators_commands_decode_with_their_optional_fields(cmd, fields):
+    assert decode_request(encode_request(cmd, **fields)) == {"cmd": cmd, **fields}
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"wait": "yes"}, "wait must be true or false"),
+    ({"wait": 1}, "wait must be true or false"),
+    ({"timeout": 0}, "timeout must be a number of seconds"),
+    ({"timeout": -1}, "timeout must be a number of seconds"),
+    ({"timeout": "5"}, "timeout must be a number of seconds"),
+    ({"timeout": True}, "timeout must be a number of seconds"),
+    ({"timeout": 1e308 * 10}, "timeout must be a number of seconds"),
+    ({"timeout": 604801}, "timeout must be a number of seconds"),
+    ({"peer_uid": 0}, "unexpected field"),
+])
+def test_bad_wait_and_timeout_fields_and_the_daemons_own_fields_are_refused(fields, says):
+    assert says in refusal(encode_request("tell", group="web", level="run", **fields))
+
+
+@pytest.mark.parametrize("cmd", ["status", "processes", "watch"])
+def test_a_bad_group_filter_is_refused(cmd):
+    assert "bad group name" in refusal(encode_request(cmd, group="a;b"))
+
+
+def test_only_waits_and_watches_hold_their_connection():
+    assert holds({"cmd": "watch"})
+    assert holds({"cmd": "tell", "group": "g", "level": "1", "wait": True})
+    assert holds({"cmd": "halt", "group": "g", "wait": True})
+    assert not holds({"cmd": "tell", "group": "g", "level": "1", "wait": False})
+    assert not holds({"cmd": "halt", "group": "g"})
+    assert not holds({"cmd": "status"})
+
+
+def test_a_reply_keeps_every_field_of_the_answer():
+    data = encode_response(True, "web run DONE", schema=1, groups=[{"group": "web"}])
+    assert decode_reply(data) == {"ok": True, "answer": "web run DONE", "schema": 1,
+                                  "groups": [{"group": "web"}]}
+    assert decode_response(data) == (True, "web run DONE")
+
+
+def test_the_dead_response_limit_is_gone():
+    import clinit.protocol
+
+    assert not hasattr(clinit.protocol, "MAX_RESPONSE")

@@ -1,0 +1,293 @@
+"""What the Daemon actor keeps for operators: the groups' and processes'
+current view, the waiting requests, and the watch streams.
+
+The daemon feeds it every `GroupChanged` and `MemberChanged`; it answers
+`status` and `processes` from that view, and says what a tell will do.
+A waiting tell (or halt) registered for request number `seq` is answered
+at the first settled report of its group with a seq of at least `seq`
+(DONE, PASSED or FAILED; CONFIGURED for a halt), or when its timeout,
+a `WaitExpired` from clinit.timers, comes first.  A watch gets one JSON
+line per transition.  Lines go through the server's `Reply`, which never
+blocks: a slow reader loses lines (counted, and told), never the daemon's
+time.  A client that hangs up is a `Hangup`: what it had is freed.
+Nothing here blocks or does I/O beyond handing a line over.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any, NamedTuple
+
+from . import timers
+from .protocol import SCHEMA
+
+__all__ = ["Board", "Hangup", "WaitExpired", "SETTLED", "plan"]
+
+SETTLED = frozenset({"DONE", "PASSED", "FAILED"})
+_GOOD = frozenset({"DONE", "PASSED"})
+
+
+class Hangup(NamedTuple):
+    """The client of a held connection went away (from the server's loop)."""
+
+    token: int
+
+
+class WaitExpired(NamedTuple):
+    """A waiting request's timeout ran out (from clinit.timers)."""
+
+    token: int
+
+
+class _GroupView:
+    __slots__ = ("level", "state", "seq", "since")
+
+    def __init__(self, level, state, seq, since):
+        self.level, self.state, self.seq, self.since = level, state, seq, since
+
+
+class _ProcView:
+    __slots__ = ("state", "rc", "pid", "started", "restarts", "throttled_until")
+
+    def __init__(self, change):
+        self.update(change)
+
+    def update(self, change) -> None:
+        self.state = str(change.state)
+        self.rc = change.rc
+        self.pid = change.pid
+        self.started = change.started
+        self.restarts = change.restarts
+        self.throttled_until = change.throttled_until
+
+
+class _Waiter:
+    __slots__ = ("group", "level", "seq", "reply", "timer", "since", "timeout")
+
+    def __init__(self, group, level, seq, reply, timer, timeout):
+        self.group, self.level, self.seq, self.reply = group, level, seq, reply
+        self.timer, self.timeout = timer, timeout
+        self.since = time.monotonic()
+
+
+class Board:
+    """The daemon's view for operators.  Used only from the Daemon actor's thread."""
+
+    def __init__(self):
+        self.groups: dict[str, _GroupView] = {}
+        self.procs: dict[str, dict[str, _ProcView]] = {}  # group -> tag -> view
+        self.waiters: dict[int, _Waiter] = {}
+        self.watchers: dict[int, tuple[str | None, Any]] = {}  # token -> (group filter, reply)
+
+    # -- reports ---------------------------------------------------------------
+
+    def group_changed(self, name: str, level, state, seq: int) -> None:
+        now = time.time()
+        view = self.groups.get(name)
+        if view is None:
+            self.groups[name] = _GroupView(level, str(state), seq, now)
+        else:
+            view.level, view.state, view.seq, view.since = level, str(state), seq, now
+        if self.watchers:
+            self._emit(name, {"event": "group", "time": now, "group": name,
+                              "level": level, "state": str(state)})
+        if self.waiters:
+            self._answer_waiters(name, level, str(state), seq)
+
+    def member_changed(self, group: str, change) -> None:
+        views = self.procs.setdefault(group, {})
+        view = views.get(change.tag)
+        if view is None:
+            views[change.tag] = _ProcView(change)
+        else:
+            view.update(change)
+        if self.watchers:
+            self._emit(group, {"event": "process", "time": time.time(), "group": group,
+                               "tag": change.tag, "state": str(change.state),
+                               "pid": change.pid, "rc": change.rc})
+
+    def forget_group(self, name: str) -> None:
+        """A group deleted from cltab has been halted and dropped."""
+        self.groups.pop(name, None)
+        self.procs.pop(name, None)
+
+    def _emit(self, group: str, event: dict) -> None:
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        for token, (only, reply) in list(self.watchers.items()):
+            if (only is None or only == group) and not reply(line):
+                del self.watchers[token]
+
+    # -- waiting requests ------------------------------------------------------
+
+    def wait(self, reply, group: str, level: str | None, seq: int, timeout: float,
+             actor_ref) -> None:
+        """Answer `reply` once `group` settles after request `seq` (level None: a halt)."""
+        timer = timers.after(timeout, actor_ref, WaitExpired(reply.token))
+        self.waiters[reply.token] = _Waiter(group, level, seq, reply, timer, timeout)
+
+    def _answer_waiters(self, name: str, level, state: str, seq: int) -> None:
+        for token, w in list(self.waiters.items()):
+            if w.group != name or seq < w.seq:
+                continue
+            if w.level is None:  # a halt
+                if state == "CONFIGURED":
+                    self._answer(token, True, f"group {name} halted", state, level)
+                elif state == "FAILED":
+                    self._answer(token, False, f"group {name} FAILED while halting", state, level)
+                elif seq > w.seq and state in SETTLED:
+                    self._answer(token, False, f"group {name} was told level {level} before "
+                                 "its halt finished", state, level)
+            elif state in SETTLED:
+                took = time.monotonic() - w.since
+                if seq > w.seq or level != w.level:
+                    self._answer(token, False, f"group {name} was told level {level} before it "
+                                 f"settled at {w.level}: now {level} {state}", state, level)
+                else:
+                    self._answer(token, state in _GOOD,
+                                 f"{name} {level} {state} (settled in {took:.2f} s)", state, level)
+            elif state == "CONFIGURED" and seq > w.seq:
+                self._answer(token, False, f"group {name} was halted before it settled at "
+                             f"{w.level}", state, level)
+
+    def _answer(self, token: int, ok: bool, text: str, state, level, timed_out=False) -> None:
+        w = self.waiters.pop(token, None)
+        if w is None:
+            return
+        timers.cancel(w.timer)
+        w.reply({"ok": ok, "answer": text, "group": w.group,
+                 "level": level if level is not None else w.level,
+                 "state": None if state is None else str(state), "timed_out": timed_out},
+                last=True)
+
+    def expire(self, token: int) -> None:
+        w = self.waiters.get(token)
+        if w is None:
+            return
+        view = self.groups.get(w.group)
+        level, state = (view.level, view.state) if view else (w.level, None)
+        what = f"level {w.level}" if w.level is not None else "its halt"
+        self._answer(token, False, f"timed out after {w.timeout:g} s: group {w.group} has not "
+                     f"settled at {what} (now {level} {state}); it goes on", state, level,
+                     timed_out=True)
+
+    def cancel_waits(self, text: str) -> None:
+        """Answer every waiting tell now (at shutdown: they would never settle)."""
+        for token, w in list(self.waiters.items()):
+            if w.level is not None:
+                view = self.groups.get(w.group)
+                self._answer(token, False, text, view.state if view else None,
+                             view.level if view else w.level)
+
+    # -- watches ---------------------------------------------------------------
+
+    def watch(self, reply, group: str | None) -> None:
+        self.watchers[reply.token] = (group, reply)
+
+    def hangup(self, token: int) -> None:
+        w = self.waiters.pop(token, None)
+        if w is not None:
+            timers.cancel(w.timer)
+        self.watchers.pop(token, None)
+
+    # -- views -----------------------------------------------------------------
+
+    def status(self, group: str | None) -> dict:
+        rows = []
+        for name in sorted(self.groups):
+            if group is not None and name != group:
+                continue
+            v = self.groups[name]
+            rows.append({"group": name, "level": v.level, "state": v.state,
+                         "settled": v.state in SETTLED or v.state == "CONFIGURED",
+                         "since": v.since})
+        if group is not None and not rows:
+            return {"ok": False, "answer": f"group {group} has not been told a level: "
+                    "tell it one first (clinit GROUP LEVEL)"}
+        text = "\n".join(f"{r['group']} {r['level']} {r['state']}" for r in rows)
+        return {"ok": True, "answer": text, "schema": SCHEMA, "groups": rows}
+
+    def processes(self, cltab, group: str | None) -> dict:
+        now = time.time()
+        rows = []
+        for name in sorted(self.groups):
+            if group is not None and name != group:
+                continue
+            views = self.procs.get(name, {})
+            seen = set()
+            for entry in cltab.group(name):
+                seen.add(entry.tag)
+                rows.append(_process_row(name, entry.tag, entry.levels, entry.mode,
+                                         views.get(entry.tag), now))
+            for tag, view in views.items():  # deleted from cltab, still known
+                if tag not in seen:
+                    rows.append(_process_row(name, tag, None, None, view, now))
+        if group is not None and group not in self.groups:
+            return {"ok": False, "answer": f"group {group} has not been told a level: "
+                    "tell it one first (clinit GROUP LEVEL)"}
+        text = "\n".join(f"{r['group']} {r['tag']} {r['state']}" for r in rows)
+        return {"ok": True, "answer": text, "schema": SCHEMA, "processes": rows}
+
+
+def _process_row(group, tag, levels, mode, view, now) -> dict:
+    if view is None:
+        return {"group": group, "tag": tag, "levels": levels, "mode": mode,
+                "state": "CONFIGURED", "pid": None, "uptime": None, "restarts": 0,
+                "last_exit": None, "throttled_until": None}
+    uptime = None
+    if view.pid is not None and view.started is not None:
+        uptime = round(max(0.0, now - view.started), 3)
+    throttled = view.throttled_until if view.state == "PAUSING" else None
+    return {"group": group, "tag": tag, "levels": levels, "mode": mode, "state": view.state,
+            "pid": view.pid, "uptime": uptime, "restarts": view.restarts,
+            "last_exit": _last_exit(view.rc), "throttled_until": throttled}
+
+
+def _last_exit(rc) -> dict | None:
+    if rc is None:
+        return None
+    if rc < 0:
+        try:
+            return {"signal": signal.Signals(-rc).name}
+        except ValueError:
+            return {"signal": f"SIG{-rc}"}
+    return {"code": rc}
+
+
+def plan(cltab, told, board: Board, group: str, level: str) -> str:
+    """What a tell of `group` to `level` will do, in words (the tell's answer).
+
+    `told` is the table the group's processes were started from (None:
+    the same as `cltab`).  An entry kept is one whose process is held
+    (not CONFIGURED) and which the new level keeps unchanged.
+    """
+    entries = cltab.level(group, level)
+    wanted = {e.tag: e for e in entries}
+    held = {tag for tag, v in board.procs.get(group, {}).items() if v.state != "CONFIGURED"}
+    stop = set()
+    for tag in held:
+        new = wanted.get(tag)
+        old = (told or cltab).tag(tag)
+        if new is None or old is None or not old.same_run(new) or new.mode == "off":
+            stop.add(tag)
+    keep = held - stop
+    start = [e for e in entries if e.mode != "off" and e.tag not in keep]
+    text = (f"level transition started: {group} to {level}: {_count(len(start), 'entry', 'entries')}"
+            f" to start, {len(stop)} to stop")
+    if keep:
+        text += f", {len(keep)} kept"
+    if not entries:
+        n = len(held)
+        if n == 0:
+            what = "none of its processes runs"
+        elif n == 1:
+            what = "its 1 process will be stopped"
+        else:
+            what = f"all {n} of its processes will be stopped"
+        text += f"\nlevel {level!r} is named by no entry of group {group!r}: {what}"
+    return text
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
