@@ -243,14 +243,18 @@ class Daemon:
             assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
         return result
 
-    def start(self, wait=True) -> "Daemon":
+    def start(self, wait=True, args=()) -> "Daemon":
         self._log = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "clinit"), "-d", "-c",
-                                      str(self.cltab)], stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                      str(self.cltab), *map(str, args)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if wait:
             wait_for(self.answers, message=f"daemon did not come up: {self.log_text()}")
         return self
+
+    def start_with(self, *args) -> "Daemon":
+        """Start with more options for `clinit -d` (logging...)."""
+        return self.start(args=args)
 
     def answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
