@@ -12,6 +12,13 @@ writer.  Shutdown (request, SIGTERM or SIGINT) halts every group,
 answers at once, and ends `run()` when every group is CONFIGURED, i.e.
 every child has been reaped.
 
+Operators.  The daemon keeps a view of every group and process
+(`watchers.Board`, fed by GroupChanged and MemberChanged) to answer
+`status` and `processes`, to say what a tell will do, to answer a
+waiting tell or halt when its group settles, and to feed watch streams.
+A service manager hears READY=1 once the socket listens, RELOADING=1 /
+READY=1 around a SIGHUP re-read, and STOPPING=1 at shutdown (`notify`).
+
 Faults.  A request that raises answers `internal error: ...` and changes
 nothing more; any other message that raises is logged with the daemon's
 state and dropped: the Daemon actor carries on (it is the root: nobody
@@ -43,7 +50,7 @@ from typing import Any
 
 import pykka
 
-from . import output, reaper, timers
+from . import notify, output, reaper, timers
 from .actor import Actor
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
@@ -53,9 +60,10 @@ from .messages import (DropGroup, GroupChanged, Halt, Listening, MemberChanged, 
 from .process import Timings
 from .paths import UnsafeFolder, resolve, secure_folder
 from .pgroups import find_by_environ, kill_children
-from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, LiveDaemonError, Server,
-                     prepare_socket)
+from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_HELD, QUEUE_LINES,
+                     LiveDaemonError, Server, prepare_socket)
 from .statuswriter import StatusWriter
+from .watchers import Board, Hangup, WaitExpired, plan
 
 __all__ = ["Daemon", "DaemonState", "TABLE", "dot", "run", "DaemonError"]
 
@@ -65,6 +73,7 @@ log = logging.getLogger("clinit.daemon")
 SHUTDOWN_GRACE = 5.0  # seconds a shutdown may take beyond the stop ladder
 SWITCH_INTERVAL = 0.05  # seconds; Python's default is 0.005
 OUTPUT_FLUSH = 2.0  # seconds at most, at exit, to copy what children left in their pipes
+WAIT_TIMEOUT = 60.0  # seconds a waiting request waits when it names no timeout
 
 
 class DaemonError(RuntimeError):
@@ -100,8 +109,10 @@ def dot() -> str:
 
 
 class Daemon(Actor):
-    """Messages: `Request(dict)` (ask: answers `(ok, text)`), `GroupChanged`,
-    `MemberChanged`, `Signal(signum)`, `Listening()`, `ShutdownTimeout()`."""
+    """Messages: `Request(dict, reply)` (ask: answers `(ok, text)`, a dict, or
+    None when `reply` will answer later), `GroupChanged`, `MemberChanged`,
+    `Signal(signum)`, `Listening()`, `ShutdownTimeout()`, and from the
+    listener and the timers `Hangup(token)`, `WaitExpired(token)`."""
 
     def __init__(self, cltab, settings: dict, writer: pykka.ActorRef, on_exit):
         super().__init__()
@@ -116,10 +127,12 @@ class Daemon(Actor):
         self.machine = Machine(self, TABLE, D.STARTING)
         self.clean = True  # False once a shutdown had to kill what did not stop
         self.seq = 0  # numbers every tell and halt sent to a group
+        self.board = Board()  # what operators see: status, processes, waits, watches
+        self.told: dict = {}  # group -> the table of its last tell
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Request):
-            return self.request(message.request)
+            return self.request(message.request, message.reply)
         try:
             self._receive(message)
         except Exception as exc:  # noqa: BLE001 - the root actor logs and carries on
@@ -133,11 +146,18 @@ class Daemon(Actor):
         match message:
             case GroupChanged():
                 self.group_changed(message)
-            case MemberChanged():
-                pass  # the operators' views are built from these
+            case MemberChanged(group, change):
+                self.board.member_changed(group, change)
+            case Hangup(token):
+                log.debug("client %d went away: gave up waiting for %s", token,
+                          self.board.hangup(token) or "nothing")
+            case WaitExpired(token):
+                self.board.expire(token)
             case Signal(signal.SIGHUP):
+                notify.reloading()
                 ok, text = self.reread()
                 (log.info if ok else log.error)("SIGHUP: %s", text)
+                notify.ready()
             case Signal(signum):
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 self.shutdown()
@@ -187,11 +207,25 @@ class Daemon(Actor):
 
     # -- requests ------------------------------------------------------
 
-    def request(self, req: dict) -> tuple[bool, str]:
+    def request(self, req: dict, reply=None):
         cmd = req["cmd"]
         try:
             if cmd == "tell":
-                return self.tell(req["group"], req["level"])
+                log.info("group %s: tell %s from uid %s", req["group"], req["level"],
+                         req.get("peer_uid", "(in process)"))
+                ok, text = self.tell(req["group"], req["level"])
+                return self._maybe_wait(req, reply, ok, text, req["level"])
+            if cmd == "halt":
+                log.info("group %s: halt from uid %s", req["group"],
+                         req.get("peer_uid", "(in process)"))
+                ok, text = self.halt_one(req["group"])
+                return self._maybe_wait(req, reply, ok, text, None)
+            if cmd == "status":
+                return self.board.status(req.get("group"))
+            if cmd == "processes":
+                return self.board.processes(self.cltab, req.get("group"))
+            if cmd == "watch":
+                return self._watch(req.get("group"), reply)
             if cmd == "reread":
                 return self.reread()
             if cmd == "shutdown":
@@ -202,6 +236,43 @@ class Daemon(Actor):
             log.exception("request %r failed", req)
             return False, f"internal error: {type(err).__name__}: {err}"
         return False, f"unknown command {cmd!r}"
+
+    def _maybe_wait(self, req: dict, reply, ok: bool, text: str, level):
+        """The answer to a tell or halt; None when `reply` answers once the group settles."""
+        if not req.get("wait") or not ok:
+            return ok, text
+        name = req["group"]
+        if reply is None:
+            return False, "wait needs a connection that stays open (the socket)"
+        if level is None and name not in self.groups:  # a halt of a group never told
+            return {"ok": True, "answer": text, "group": name, "level": None,
+                    "state": "CONFIGURED", "timed_out": False}
+        self.board.wait(reply, name, level, self.seq, float(req.get("timeout", WAIT_TIMEOUT)),
+                        self.actor_ref)
+        log.debug("client %d: waiting for %s to settle at %s", reply.token, name,
+                  level if level is not None else "its halt")
+        return None
+
+    def _watch(self, group, reply):
+        if reply is None:
+            return False, "watch needs a connection that stays open (the socket)"
+        reply({"ok": True, "answer": f"watching group {group}" if group else
+               "watching every group"})
+        self.board.watch(reply, group)
+        log.debug("client %d: watching %s", reply.token, group or "every group")
+        return None
+
+    def halt_one(self, name: str) -> tuple[bool, str]:
+        """Halt one group gracefully: HALTING, then CONFIGURED."""
+        if self.machine.state in (D.HALTING, D.EXITED):
+            return False, "daemon is shutting down"
+        if name not in self.groups:
+            if not self.cltab.has_group(name):
+                return False, f"no such group: {name}"
+            return True, f"group {name} has never been told a level: nothing to halt"
+        if not self._send(name, self._halt()):
+            return False, f"group {name} had died: nothing left to halt"
+        return True, f"group {name} halting"
 
     def tell(self, name: str, level: str) -> tuple[bool, str]:
         if self.machine.state in (D.HALTING, D.EXITED):
@@ -220,9 +291,11 @@ class Daemon(Actor):
             ref = Group.start(name, self.cltab.path, self.actor_ref, self.settings)
             self.groups[name] = ref
         self.seq += 1
+        text = plan(self.cltab, self.told.get(name), self.board, name, level)
         if not self._send(name, Tell(level, self.cltab, self.seq)):
             return False, f"internal error: group {name} died; tell it again"
-        return True, "level transition started"
+        self.told[name] = self.cltab
+        return True, text
 
     def reread(self) -> tuple[bool, str]:
         """Load cltab again if the file changed; keep the last good table on error."""
@@ -232,9 +305,13 @@ class Daemon(Actor):
                 return True, f"{path} unchanged"
             cltab = load_cltab(path)
         except CltabError as err:
+            log.error("cltab %s rejected, the last good table stays: %s", path, err)
             return False, str(err)
         except OSError as err:
+            log.error("cltab %s rejected, the last good table stays: cannot read: %s", path,
+                      err.strerror)
             return False, f"{path}: cannot read: {err.strerror}"
+        log.info("cltab %s re-read", path)
         self.cltab = cltab
         for name in list(self.groups):
             if not cltab.has_group(name) and name not in self.dropping:
@@ -244,7 +321,9 @@ class Daemon(Actor):
         return True, f"{path} re-read"
 
     def shutdown(self) -> tuple[bool, str]:
-        self.machine.fire("shutdown")  # again while halting: nothing new to do
+        if self.machine.fire("shutdown"):  # again while halting: nothing new to do
+            notify.stopping()
+            self.board.cancel_waits("the daemon is shutting down: every group is halting")
         return True, "all groups halting"
 
     # -- actions ---------------------------------------------------------
@@ -282,10 +361,13 @@ class Daemon(Actor):
             return
         self.states[name] = state
         self.writer.tell(change)
+        self.board.group_changed(name, change.level, state, change.seq)
         if state is GroupState.CONFIGURED and name in self.dropping:
             self.dropping.discard(name)
             self.groups.pop(name).stop(block=False)
             self.states.pop(name, None)
+            self.told.pop(name, None)
+            self.board.forget_group(name)
             self.writer.tell(DropGroup(name))
         self._maybe_exit()
 
@@ -369,12 +451,16 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         try:
             server = Server(conf["socket"], None, socket_group=merged.get("socket_group"),
                             idle_timeout=merged.get("idle_timeout", IDLE_TIMEOUT),
-                            max_clients=merged.get("max_clients", MAX_CLIENTS))
+                            max_clients=merged.get("max_clients", MAX_CLIENTS),
+                            max_held=_number(merged.get("max_held"), MAX_HELD),
+                            queue_lines=_number(merged.get("watch_queue"), QUEUE_LINES))
         except (OSError, KeyError) as err:
             raise DaemonError(f"{conf['socket']}: cannot listen: {err}") from None
         daemon_ref = Daemon.start(table, settings, writer, server.wake)
         daemon_ref.tell(Listening())
-        server.dispatch = lambda req: daemon_ref.ask(Request(req), timeout=ANSWER_TIMEOUT)
+        server.dispatch = lambda req, reply: daemon_ref.ask(Request(req, reply),
+                                                            timeout=ANSWER_TIMEOUT)
+        server.on_hangup = lambda token: daemon_ref.tell(Hangup(token))
 
         def on_signal(signum: int) -> None:
             if signum == signal.SIGHUP:
@@ -386,6 +472,7 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
             reaper.on_signal(sig, on_signal)
         log.info("clinit daemon %d: cltab %s, socket %s, status %s",
                  os.getpid(), conf["cltab"], conf["socket"], conf["clstat"])
+        notify.ready(f"serving {conf['cltab']} on {conf['socket']}")
         server.serve()
         try:
             clean = daemon_ref.proxy().clean.get(timeout=ANSWER_TIMEOUT)
@@ -403,3 +490,12 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         output.flush(OUTPUT_FLUSH)  # children's last words still in their pipes
         writer.proxy().remove().get()
         writer.stop()
+
+
+def _number(value, default: int) -> int:
+    """A whole-number setting the cltab module does not know (kept as text)."""
+    try:
+        return int(value) if value is not None else default
+    except (TypeError, ValueError):
+        log.warning("setting %r is not a whole number: using %d", value, default)
+        return default

@@ -56,7 +56,8 @@ class _ProcView:
 
     def update(self, change) -> None:
         self.state = str(change.state)
-        self.rc = change.rc
+        if change.rc is not None or not hasattr(self, "rc"):
+            self.rc = change.rc  # the last exit stays shown while the next run goes on
         self.pid = change.pid
         self.started = change.started
         self.restarts = change.restarts
@@ -185,11 +186,15 @@ class Board:
     def watch(self, reply, group: str | None) -> None:
         self.watchers[reply.token] = (group, reply)
 
-    def hangup(self, token: int) -> None:
+    def hangup(self, token: int) -> str | None:
+        """Forget what a client that went away had; what that was, in words."""
         w = self.waiters.pop(token, None)
         if w is not None:
             timers.cancel(w.timer)
-        self.watchers.pop(token, None)
+            return f"{w.group} to settle" if w.level is None else f"{w.group} at {w.level}"
+        if self.watchers.pop(token, None) is not None:
+            return "its watch"
+        return None
 
     # -- views -----------------------------------------------------------------
 

@@ -330,7 +330,7 @@ WEB = """
 def web_running(make_daemon, **settings) -> Daemon:
     """A daemon on `WEB` whose group `web` runs level `run` (one sleeping child)."""
     d = make_daemon(WEB, **settings)
-    assert d.tell("web", "run") == "level transition started"
+    assert d.tell("web", "run").startswith("level transition started: ")
     d.wait_state("web", "run", "DONE")
     wait_for(lambda: len(d.children()) == 1)
     return d

@@ -75,8 +75,8 @@ def assert_refused_everywhere(d, before, says: str) -> None:
 
 def assert_recovers(d, before) -> None:
     """Fixed with the same entries: tells work again and nothing restarts."""
-    assert client(d).tell("a", "1") == "level transition started"
-    assert client(d).tell("b", "1") == "level transition started"
+    assert client(d).tell("a", "1").startswith("level transition started: ")
+    assert client(d).tell("b", "1").startswith("level transition started: ")
     # the re-tells pass through STOPPING..CHECKING back to DONE (the status
     # showed DONE before them too): wait until it is all as before again
     wait_for(lambda: snapshot(d) == before, message=f"{snapshot(d)} != {before}")
@@ -97,7 +97,7 @@ def test_a_cltab_edited_in_place_changes_nothing_until_the_next_tell(two_groups)
     assert os.stat(d.cltab).st_ino == inode
     assert_untouched(d, before)
     old_a1 = [pid for pid, tag in before[0].items() if tag == "a1"]
-    assert d.tell("a", "1") == "level transition started"
+    assert d.tell("a", "1").startswith("level transition started: ")
     # the changed entry is restarted; the others keep their pids
     wait_for(lambda: len(d.children()) == 3 and not set(old_a1) & set(d.children())
              and all(snapshot(d)[0].values()))
@@ -111,7 +111,7 @@ def test_a_cltab_replaced_by_a_rename_changes_nothing_until_the_next_tell(two_gr
     before = snapshot(d)
     d.write(TABLE + "a:a3:1:once:exec sleep 1000\n")
     assert_untouched(d, before)
-    assert d.tell("a", "1") == "level transition started"
+    assert d.tell("a", "1").startswith("level transition started: ")
     wait_for(lambda: len(d.children()) == 4)
     d.wait_state("a", "1", "DONE")
     assert set(before[0]) < set(d.children())  # a1, a2 and b1 kept their pids
@@ -178,4 +178,4 @@ def test_a_fifo_or_a_device_in_cltabs_place_is_refused_without_hanging(make_daem
         assert d.children() == pids
     os.unlink(d.cltab)
     d.write("web:w1:run:respawn:exec sleep 1000\n")
-    assert d.tell("web", "run") == "level transition started"
+    assert d.tell("web", "run").startswith("level transition started: ")

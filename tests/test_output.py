@@ -45,7 +45,7 @@ def cat_daemon(make_daemon, tmp_path, logdir):
     fifo = tmp_path / "input"
     os.mkfifo(fifo)
     d = make_daemon(f"g:t:1:once:echo started; exec cat {fifo}\n", logdir=logdir, **FAST)
-    assert d.tell("g", "1") == "level transition started"
+    assert d.tell("g", "1").startswith("level transition started: ")
     return d, fifo_writer(fifo)
 
 
@@ -56,7 +56,7 @@ def test_each_entrys_stdout_and_stderr_go_to_its_own_log_in_a_folder_made_0750(m
         g:a:1:wait:echo out-a; echo err-a >&2
         g:b:1:respawn:echo out-b; exec sleep 1000
     """, logdir=logdir, **FAST)
-    assert d.tell("g", "1") == "level transition started"
+    assert d.tell("g", "1").startswith("level transition started: ")
     wait_for(lambda: text(logdir / "a.log") == "out-a\nerr-a\n")
     wait_for(lambda: text(logdir / "b.log") == "out-b\n")
     d.wait_state("g", "1", "DONE")
@@ -131,7 +131,7 @@ def test_a_hard_link_or_fifo_at_a_log_name_is_refused(make_daemon, tmp_path):
         g:a:1:wait:echo out-a
         g:b:1:wait:echo out-b
     """, logdir=logdir, **FAST)
-    assert d.tell("g", "1") == "level transition started"
+    assert d.tell("g", "1").startswith("level transition started: ")
     d.wait_state("g", "1", "DONE")  # the walk went on: both ran, their output dropped
     wait_for(lambda: "a file with 2 hard links" in d.log_text()
              and "b.log is dropped" in d.log_text())

@@ -8,7 +8,7 @@ def test_a_group_told_a_level_runs_it_and_the_daemon_shuts_down_cleanly(make_dae
         web:w1:run:wait:true
         web:w2:run:respawn:exec sleep 1000
     """)
-    assert d.tell("web", "run") == "level transition started"
+    assert d.tell("web", "run").startswith("level transition started: ")
     d.wait_state("web", "run", "DONE")
     wait_for(lambda: len(d.children()) == 1)
     assert d.client().shutdown() == "all groups halting"

@@ -152,7 +152,7 @@ def test_a_daemon_run_by_a_user_obeys_that_user_and_root_and_refuses_others(open
         wait_for(d.answers, message=f"daemon did not come up: {d.log_text()}")
         assert os.stat(d.socket).st_uid == NOBODY.pw_uid and mode(d.socket) == 0o600
         # root is obeyed
-        assert d.tell("web", "run") == "level transition started"
+        assert d.tell("web", "run").startswith("level transition started: ")
         d.wait_state("web", "run", "DONE")
         # the daemon's own user is obeyed (socket opened up so the test can reach it as anyone)
         os.chmod(d.socket, 0o666)
@@ -178,7 +178,7 @@ def test_members_of_the_socket_group_are_obeyed_and_others_are_not(make_daemon, 
     assert reply["ok"] is True, reply
     reply = ask_as(OTHER_UID, OTHER_GID, sock, {"cmd": "tell", "group": "web", "level": "run"},
                    groups=[NOBODY.pw_gid])
-    assert reply == {"ok": True, "answer": "level transition started"}
+    assert reply["ok"] is True and reply["answer"].startswith("level transition started: ")
     # a user outside the group: stopped by the file's mode, then by its credentials
     assert ask_as(OTHER_UID, OTHER_GID, sock, {"cmd": "ping"}) == {"connect_error": 13}
     os.chmod(sock, 0o666)

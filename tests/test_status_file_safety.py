@@ -29,7 +29,7 @@ def status_line(level, state="DONE"):
 
 
 def settle(d, level):
-    assert d.tell("web", level) == "level transition started"
+    assert d.tell("web", level).startswith("level transition started: ")
     d.wait_state("web", level, "DONE")
     wait_for(lambda: d.clstat.read_text() == status_line(level))
 
