@@ -3,6 +3,10 @@
 cltab: N entries `bench:pNNNN:run:once|respawn:exec sleep 100000`.
 `run` starts them, `stop` (a level no entry uses) stops them. The group is
 settled when the status file says `Cluster::Init::Group bench LEVEL DONE`.
+
+`CLINIT_BENCH_FOLLOWERS=K` attaches K `clinit --follow --json` clients to
+each daemon (output to a file in its folder), to measure the cost of watch
+streams; the daemon logs at INFO to its log file either way.
 """
 
 import json
@@ -52,9 +56,15 @@ class Clinit:
                    30, "clinit to answer on its socket")
         if self.proc.poll() is not None:
             raise RuntimeError(f"clinit daemon exited {self.proc.returncode}")
+        self.followers = []
+        for i in range(int(os.environ.get("CLINIT_BENCH_FOLLOWERS", "0"))):
+            out = os.path.join(self.dir, f"follow{i}.jsonl")
+            self.followers.append(start_daemon(self.cli("--follow", "--json"), out))
 
     def shutdown(self):
         stop_daemon(self.proc, lambda: run(self.cli("-k")))
+        for f in getattr(self, "followers", []):
+            stop_daemon(f)
 
     def request(self, obj):
         """One JSON request over the socket; the decoded answer, or None."""
