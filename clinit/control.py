@@ -131,6 +131,13 @@ class Client:
     def watch(self, group: str | None = None):
         """Iterate over the events of the daemon (of one group) as dicts,
         until the daemon goes away (NoDaemon).  The first item is the answer."""
+        for batch in self.watch_batches(group):
+            for line in batch:
+                yield line if isinstance(line, dict) else _decode_event(line)
+
+    def watch_batches(self, group: str | None = None):
+        """Like `watch`, as lists of what each read brought: the answer (a
+        dict) first, then event lines as raw JSON bytes."""
         path = self._conf["socket"]
         conn = self.connect()
         fields = {} if group is None else {"group": group}
@@ -142,17 +149,15 @@ class Client:
                 chunk = conn.recv(65536)
                 if not chunk:
                     raise NoDaemon(f"the clinit daemon on {path} closed the stream")
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if first:
-                        first = False
-                        reply = protocol.decode_reply(line)
-                        if not reply["ok"] and reply.get("refused"):
-                            raise Refused(reply["answer"])
-                        yield reply
-                    else:
-                        yield _decode_event(line)
+                *lines, buf = (buf + chunk).split(b"\n")
+                if first and lines:
+                    first = False
+                    reply = protocol.decode_reply(lines[0])
+                    if not reply["ok"] and reply.get("refused"):
+                        raise Refused(reply["answer"])
+                    lines[0] = reply
+                if lines:
+                    yield lines
         finally:
             conn.close()
 

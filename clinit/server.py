@@ -83,6 +83,7 @@ _FD_RESERVE = 64  # file descriptors kept for everything but clients
 EVICT_AFTER = 0.1  # seconds a connection has to send its request before it may be evicted
 _ACCEPT_BURST = 64  # connections accepted per wake-up, so reads are not starved
 _EMFILE_PAUSE = 0.1  # seconds the listener rests when the process is out of fds
+_SEND_CHUNK = 65536  # bytes of queued lines joined into one send
 
 _FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
 _LISTEN, _WAKE = "listen", "wake"
@@ -611,7 +612,13 @@ class Server(socketserver.UnixStreamServer):
                     conn.dropped = 0
                 if not conn.out:
                     break
-                data = conn.out[0]
+                parts, size = [], 0
+                for line in conn.out:  # one send for many lines: a watch costs few syscalls
+                    parts.append(line)
+                    size += len(line)
+                    if size >= _SEND_CHUNK:
+                        break
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
             try:
                 sent = conn.sock.send(data, _FLAGS | socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -619,11 +626,12 @@ class Server(socketserver.UnixStreamServer):
             except OSError:
                 self._drop_held(conn, hung_up=True)
                 return
-            with self._lock:
+            with self._lock:  # others only append: the lines sent are still the first
+                for _ in parts:
+                    conn.out.popleft()
                 if sent < len(data):
-                    conn.out[0] = data[sent:]
+                    conn.out.appendleft(data[sent:])
                     break
-                conn.out.popleft()
         with self._lock:
             pending, last = bool(conn.out), conn.last
         if not pending and last:

@@ -132,16 +132,25 @@ def _rc_text(rc: int) -> str:
 
 
 def follow(client, group, as_json: bool) -> int:
-    stream = client.watch(group)
-    first = next(stream)
-    if not first["ok"]:
-        _out(first["answer"], sys.stderr)
-        return 1
-    if not as_json:
-        _out(first["answer"], sys.stderr)
+    out = sys.stdout
     try:
-        for event in stream:
-            _out(json.dumps(event) if as_json else event_line(event))
+        for batch in client.watch_batches(group):
+            if isinstance(batch[0], dict):
+                first = batch.pop(0)
+                if not first["ok"]:
+                    _out(first["answer"], sys.stderr)
+                    return 1
+                if not as_json:
+                    _out(first["answer"], sys.stderr)
+            for line in batch:  # written as they came, flushed once per read
+                if as_json:
+                    out.write(line.decode() + "\n")
+                else:
+                    try:
+                        out.write(event_line(json.loads(line)) + "\n")
+                    except ValueError:
+                        out.write(line.decode(errors="replace") + "\n")
+            out.flush()
     except NoDaemon as err:
         _out(f"clinit: {err}", sys.stderr)
         return 3

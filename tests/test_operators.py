@@ -416,3 +416,34 @@ def test_syslog_option_starts(make_daemon):
     d.start_with("--syslog")
     assert d.cli("web", "run", "--wait", check=0)
     assert d.stop() == 0
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn(make_daemon):
+    import pty
+
+    d = make_daemon(WEB)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(CLINIT + ["-c", str(d.cltab), "web", "run", "--wait"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    assert proc.returncode == 0
+    assert b"web run DONE" in out
+    assert b"\r\x1b[K" in shown and b"running" in shown, shown
+    assert shown.endswith(b"\r\x1b[K")  # the progress line is cleared at the end
+    assert b"\n" not in shown.replace(b"\r\n", b"")
