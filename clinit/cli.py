@@ -185,6 +185,8 @@ def _command(client, args) -> int:
             return _usage("--wait goes with a tell or --halt")
         reply = client.call("reread")
     ok = reply["ok"]
+    if reply.get("plan"):  # a waiting request: what it was to do, then how it ended
+        print(reply["plan"])
     print(reply["answer"], file=sys.stdout if ok else sys.stderr)
     if args["-v"]:
         views.print_groups(client)

@@ -248,7 +248,7 @@ class Daemon(Actor):
             return {"ok": True, "answer": text, "group": name, "level": None,
                     "state": "CONFIGURED", "timed_out": False}
         self.board.wait(reply, name, level, self.seq, float(req.get("timeout", WAIT_TIMEOUT)),
-                        self.actor_ref)
+                        self.actor_ref, plan=text)
         log.debug("client %d: waiting for %s to settle at %s", reply.token, name,
                   level if level is not None else "its halt")
         return None

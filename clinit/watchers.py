@@ -65,11 +65,11 @@ class _ProcView:
 
 
 class _Waiter:
-    __slots__ = ("group", "level", "seq", "reply", "timer", "since", "timeout")
+    __slots__ = ("group", "level", "seq", "reply", "timer", "since", "timeout", "plan")
 
-    def __init__(self, group, level, seq, reply, timer, timeout):
+    def __init__(self, group, level, seq, reply, timer, timeout, plan):
         self.group, self.level, self.seq, self.reply = group, level, seq, reply
-        self.timer, self.timeout = timer, timeout
+        self.timer, self.timeout, self.plan = timer, timeout, plan
         self.since = time.monotonic()
 
 
@@ -123,10 +123,11 @@ class Board:
     # -- waiting requests ------------------------------------------------------
 
     def wait(self, reply, group: str, level: str | None, seq: int, timeout: float,
-             actor_ref) -> None:
-        """Answer `reply` once `group` settles after request `seq` (level None: a halt)."""
+             actor_ref, plan: str = "") -> None:
+        """Answer `reply` once `group` settles after request `seq` (level None: a
+        halt); the answer carries `plan`, what the request was answered at once."""
         timer = timers.after(timeout, actor_ref, WaitExpired(reply.token))
-        self.waiters[reply.token] = _Waiter(group, level, seq, reply, timer, timeout)
+        self.waiters[reply.token] = _Waiter(group, level, seq, reply, timer, timeout, plan)
 
     def _answer_waiters(self, name: str, level, state: str, seq: int) -> None:
         for token, w in list(self.waiters.items()):
@@ -159,8 +160,8 @@ class Board:
         timers.cancel(w.timer)
         w.reply({"ok": ok, "answer": text, "group": w.group,
                  "level": level if level is not None else w.level,
-                 "state": None if state is None else str(state), "timed_out": timed_out},
-                last=True)
+                 "state": None if state is None else str(state), "timed_out": timed_out,
+                 "plan": w.plan}, last=True)
 
     def expire(self, token: int) -> None:
         w = self.waiters.get(token)

@@ -37,7 +37,8 @@ def private_run_dir(tmp_path, monkeypatch):
 def test_wait_returns_once_the_group_is_done_and_exits_0(make_daemon):
     d = make_daemon(WEB)
     result = d.cli("web", "run", "--wait", check=0)
-    assert re.fullmatch(r"web run DONE \(settled in [0-9.]+ s\)\n", result.stdout), result
+    assert re.fullmatch(r"level transition started: web to run: 3 entries to start, 0 to stop\n"
+                        r"web run DONE \(settled in [0-9.]+ s\)\n", result.stdout), result
     assert d.status("web", "run") == "DONE"  # no poll needed: it is settled already
     assert len(d.children()) == 2
 
@@ -120,7 +121,7 @@ def test_halt_stops_one_group_gracefully_and_leaves_the_others(make_daemon):
     d.cli("db", "1", "--wait", check=0)
     db_pid = [p for p in d.children()]
     result = d.cli("--halt", "web", "--wait", check=0)
-    assert result.stdout == "group web halted\n"
+    assert result.stdout == "group web halting\ngroup web halted\n"
     assert d.status(group="web") == "run CONFIGURED\n"
     wait_for(lambda: len(d.children()) == 1)
     assert d.status("db", "1") == "DONE" and set(d.children()) <= set(db_pid)
@@ -269,7 +270,8 @@ def test_follow_json_streams_group_and_process_transitions(make_daemon):
     f = Follower(d, "--json")
     watching(d)
     d.cli("web", "run", "--wait", check=0)
-    wait_for(lambda: any('"DONE"' in line and '"group"' in line for line in f.lines))
+    wait_for(lambda: any(json.loads(line)["event"] == "group" and
+                         json.loads(line)["state"] == "DONE" for line in f.lines))
     events = [json.loads(line) for line in f.lines]
     groups = [(e["level"], e["state"]) for e in events if e["event"] == "group"]
     assert ("run", "STARTING") in groups and groups[-1] == ("run", "DONE")
