@@ -15,7 +15,7 @@ from clinit import Entry, Process, ProcessState
 from clinit.cltab import check_name
 from clinit.fsm import Machine
 from clinit.process import TABLE
-from clinit.protocol import (COMMANDS, MAX_REQUEST, ProtocolError, decode_request,
+from clinit.protocol import (COMMANDS, MAX_REQUEST, OPTIONS, ProtocolError, decode_request,
                              decode_response, encode_request)
 from conftest import wait_for
 
@@ -65,9 +65,12 @@ def test_the_request_decoder_raises_nothing_but_protocol_error(data):
         return
     # what it lets through is a known command with exactly its fields, all valid names
     assert request["cmd"] in COMMANDS
-    assert set(request) == {"cmd", *COMMANDS[request["cmd"]]}
-    for field in COMMANDS[request["cmd"]]:
+    cmd = request["cmd"]
+    assert {"cmd", *COMMANDS[cmd]} <= set(request) <= {"cmd", *COMMANDS[cmd], *OPTIONS.get(cmd, {})}
+    for field in COMMANDS[cmd]:
         check_name(field, request[field])
+    if "group" in OPTIONS.get(cmd, {}) and "group" in request:
+        check_name("group", request["group"])
 
 
 @settings(max_examples=300, deadline=None)
