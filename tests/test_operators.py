@@ -450,3 +450,29 @@ def test_progress_on_a_terminal_is_one_line_redrawn(make_daemon):
     assert b"\r\x1b[K" in shown and b"running" in shown, shown
     assert shown.endswith(b"\r\x1b[K")  # the progress line is cleared at the end
     assert b"\n" not in shown.replace(b"\r\n", b"")
+
+
+# -- refused by peer credentials (needs root to run a client as another user) ----------------
+
+from test_socket_security import NOBODY, _copy_packages, as_user, needs_root, open_folder, python_for  # noqa: E402,F401
+
+
+@needs_root
+@pytest.mark.parametrize("socket_mode", [0o600, 0o666])
+def test_a_refused_user_is_told_the_socket_its_owner_and_its_uid_and_exits_1(
+        make_daemon, open_folder, socket_mode):
+    sock = open_folder / "clinit.sock"
+    d = make_daemon(WEB, socket=sock)
+    os.chmod(sock, socket_mode)  # 0600: the file's mode refuses; 0666: SO_PEERCRED does
+    python = python_for(NOBODY.pw_uid, NOBODY.pw_gid)
+    path = _copy_packages(open_folder / "lib", "docopt")
+    result = subprocess.run(as_user(NOBODY.pw_uid, NOBODY.pw_gid)
+                            + ["env", f"PYTHONPATH={path}", python, str(ROOT / "bin" / "clinit"),
+                               "-c", "/nonexistent/cltab", "-s", str(sock), "web", "run"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert "permission denied" in result.stderr
+    assert str(sock) in result.stderr and "uid 0" in result.stderr
+    assert f"uid {NOBODY.pw_uid}" in result.stderr
+    assert "no clinit daemon" not in result.stderr
+    assert d.status() == ""
