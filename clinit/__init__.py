@@ -10,11 +10,11 @@ The actor classes (`Process`, `Group`) load pykka on first use, so that a
 script that only uses the client starts fast.
 """
 
-from .control import Client, NoDaemon
+from .control import Client, NoDaemon, Refused
 from .cltab import BadName, Cltab, CltabError, Entry, load_cltab
 from .clstat import status as _status
 
-__all__ = ["daemon", "client", "status", "Client", "NoDaemon", "Cltab", "CltabError", "Entry",
+__all__ = ["daemon", "client", "status", "Client", "NoDaemon", "Refused", "Cltab", "CltabError", "Entry",
            "BadName", "load_cltab", "Process", "ProcessState", "Group", "GroupState",
            "DaemonError"]
 

@@ -21,7 +21,7 @@ MODES = ("wait", "once", "respawn", "test", "off")
 SETTINGS = {"socket": str, "clstat": str, "log": str, "logdir": str, "socket_group": str,
             "respawn_limit": int, "respawn_window": float, "respawn_pause": float,
             "term_delay": float, "kill_delay": float, "heartbeat": float,
-            "max_clients": int, "idle_timeout": float}
+            "max_clients": int, "idle_timeout": float, "max_held": int, "watch_queue": int}
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"

@@ -55,15 +55,15 @@ from .actor import Actor
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
-from .messages import (DropGroup, GroupChanged, Halt, Listening, MemberChanged, Request,
-                       ShutdownTimeout, Signal, Tell)
+from .messages import (DropGroup, GroupChanged, Halt, Hangup, Listening, MemberChanged, Request,
+                       ShutdownTimeout, Signal, Tell, WaitExpired)
 from .process import Timings
 from .paths import UnsafeFolder, resolve, secure_folder
 from .pgroups import find_by_environ, kill_children
 from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_HELD, QUEUE_LINES,
                      LiveDaemonError, Server, prepare_socket)
 from .statuswriter import StatusWriter
-from .watchers import Board, Hangup, WaitExpired, plan
+from .watchers import Board, plan
 
 __all__ = ["Daemon", "DaemonState", "TABLE", "dot", "run", "DaemonError"]
 

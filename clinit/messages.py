@@ -17,7 +17,8 @@ __all__ = [
     # to a Group
     "Tell", "Halt", "ProcessChanged", "Stopped", "Fault",
     # to the Daemon
-    "Request", "GroupChanged", "MemberChanged", "Signal", "Listening", "ShutdownTimeout",
+    "Request", "GroupChanged", "MemberChanged", "Signal", "Hangup", "WaitExpired", "Listening",
+    "ShutdownTimeout",
     # to the status writer
     "DropGroup", "Flush", "Beat",
     # to the reaper
@@ -124,6 +125,18 @@ class MemberChanged(NamedTuple):
 
 class Signal(NamedTuple):
     signum: int
+
+
+class Hangup(NamedTuple):
+    """The client of a held connection went away (from the server's loop)."""
+
+    token: int
+
+
+class WaitExpired(NamedTuple):
+    """A waiting request's timeout ran out (from clinit.timers)."""
+
+    token: int
 
 
 class Listening(NamedTuple):

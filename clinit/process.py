@@ -488,6 +488,8 @@ class Process(Actor):
         self._throttled_until = time.time() + pause
         log.warning("%s respawning too rapidly: sleeping %s seconds", self.entry.tag, _num(pause))
         self._arm(pause, "continue")
+        if not self._final:  # PAUSING was reported before the pause had an end
+            self._notify(self.report())
 
     def send_int(self) -> None:
         """The stop ladder's first step: SIGINT to the process group and its leftovers."""

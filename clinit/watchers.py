@@ -18,27 +18,16 @@ from __future__ import annotations
 import json
 import signal
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import timers
+from .messages import WaitExpired
 from .protocol import SCHEMA
 
-__all__ = ["Board", "Hangup", "WaitExpired", "SETTLED", "plan"]
+__all__ = ["Board", "SETTLED", "plan"]
 
 SETTLED = frozenset({"DONE", "PASSED", "FAILED"})
 _GOOD = frozenset({"DONE", "PASSED"})
-
-
-class Hangup(NamedTuple):
-    """The client of a held connection went away (from the server's loop)."""
-
-    token: int
-
-
-class WaitExpired(NamedTuple):
-    """A waiting request's timeout ran out (from clinit.timers)."""
-
-    token: int
 
 
 class _GroupView:

@@ -222,8 +222,6 @@ def test_processes_json_shows_restarts_and_the_signal_of_the_last_exit(make_daem
     assert p["pid"] in d.children() and p["uptime"] >= 0 and p["throttled_until"] is None
 
 
-@pytest.mark.xfail(reason="process.py reports PAUSING before pause() sets throttled_until "
-                   "(the integrator's side: report again once it is set)", strict=False)
 def test_a_throttled_respawn_shows_when_its_pause_ends(make_daemon):
     d = make_daemon("web:w1:run:respawn:exit 1\n", respawn_limit=2, respawn_window=5,
                     respawn_pause=600)
