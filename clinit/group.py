@@ -90,6 +90,7 @@ TABLE = (
 _FINISHED = frozenset({P.DONE, P.PASS, P.FAIL, P.CONFIGURED})
 _BLOCKING_MODES = ("wait", "test")
 _SETTLED = frozenset({G.DONE, G.PASSED, G.FAILED})
+_SPAWNING = frozenset({P.SETUP, P.RUNBG})  # told to start, not yet reported running
 
 
 def dot() -> str:
@@ -181,6 +182,8 @@ class Group(Actor):
                     member.info = message
                     self._forward(message)
                     self._on_progress(urn, state)
+                    if self.machine.state is G.CHECKING and state not in _SPAWNING:
+                        self.check()  # a background entry it waited for has started
             case Stopped(urn, token):
                 if self._stopping.get(urn) == token:
                     del self._stopping[urn]
@@ -392,8 +395,12 @@ class Group(Actor):
             self.machine.fire("unblocked")  # walks on while STARTING
 
     def check(self) -> None:
+        """Settle once every background entry has started (or failed to):
+        DONE means their processes run, so a waiting operator finds them."""
         entries = self._cltab.level(self.name, self.level)
         members = [self._members[e.tag] for e in entries if e.tag in self._members]
+        if any(m.state in _SPAWNING for m in members):
+            return  # CHECKING until its report (a message away) comes
         tests = [m for m in members if m.entry.mode == "test"]
         if self._faults or any(m.state is not P.PASS for m in tests):
             self.machine.fire("failed")
