@@ -13,5 +13,6 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6"],
         "bench": ["supervisor>=4"],
     },
-    entry_points={"console_scripts": ["clinit = clinit.cli:main"]},
+    entry_points={"console_scripts": ["clinit = clinit.cli:main",
+                                    "clinit-ocf = clinit.ocf:main"]},
 )

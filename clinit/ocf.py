@@ -1,0 +1,635 @@
+"""The OCF resource agent for clinit groups (Pacemaker): `clinit-ocf ACTION`.
+
+One Pacemaker resource is one clinit group on this node's daemon.  The
+agent is a client of the daemon and nothing more: it imports the client
+side of clinit only (no pykka), and every question it asks the daemon goes
+through the few `_daemon_*` functions below.
+
+Parameters come from the environment as `OCF_RESKEY_NAME`:
+
+    group    the clinit group (required, unique)
+    level    the level that "started" means (default: run)
+    cltab    the table (default: /etc/cltab); it names the socket
+    socket   the daemon's socket, when the cltab does not set one
+    timeout  seconds start and stop wait for the group to settle
+             (default: the operation's own timeout less 2 s, else 60)
+
+Actions and their exit statuses (OCF 1.1):
+
+    start         tell GROUP LEVEL and wait until it settles: 0 at DONE or
+                  PASSED (at once when it is settled there already), 1 at
+                  FAILED or when it does not settle in time or no daemon
+                  answers, 5/6 when the cltab or the parameters are wrong
+    stop          halt GROUP and wait until every process is reaped (the
+                  daemon escalates to SIGKILL by itself): 0, also when the
+                  group was never told or no daemon runs; 1 only when
+                  processes survive
+    monitor       read-only: 0 settled at LEVEL, 7 halted / never told /
+                  at another level / no daemon, 1 FAILED or a respawn
+                  entry throttled (or no daemon but processes of the group
+                  left running unmanaged)
+    validate-all  the parameters, and the cltab parses and names GROUP
+    meta-data     the XML description
+
+`clinit-ocf --install [--ocf-root DIR] [--python PATH]` installs the agent
+as DIR/resource.d/clinit/clinit (DIR defaults to /usr/lib/ocf).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .client import Client, NoDaemon
+from .protocol import ProtocolError
+from .cltab import BadName, CltabError, check_name, load_cltab, read_settings
+
+__all__ = ["main", "install", "agent_python", "metadata", "OCF_SUCCESS", "OCF_ERR_GENERIC", "OCF_ERR_ARGS",
+           "OCF_ERR_UNIMPLEMENTED", "OCF_ERR_PERM", "OCF_ERR_INSTALLED", "OCF_ERR_CONFIGURED",
+           "OCF_NOT_RUNNING"]
+
+# The OCF exit statuses.
+OCF_SUCCESS = 0
+OCF_ERR_GENERIC = 1
+OCF_ERR_ARGS = 2
+OCF_ERR_UNIMPLEMENTED = 3
+OCF_ERR_PERM = 4
+OCF_ERR_INSTALLED = 5
+OCF_ERR_CONFIGURED = 6
+OCF_NOT_RUNNING = 7
+
+VERSION = "1.0"
+DEFAULT_LEVEL = "run"
+DEFAULT_CLTAB = "/etc/cltab"
+DEFAULT_TIMEOUT = 60.0
+MARGIN = 2.0                        # seconds kept from the operation's timeout for the answer
+SETTLED = ("DONE", "PASSED")
+START_DAEMON_SETTING = "agent_starts_daemon"   # `:::agent_starts_daemon:yes` in cltab
+
+try:  # Refused comes with the operators' interfaces (issue 9); older clients lack it
+    from .client import Refused
+except ImportError:  # pragma: no cover
+    class Refused(ConnectionError):
+        pass
+
+
+# ---------------------------------------------------------------- logging (ocf_log)
+
+def log(prio: str, msg: str) -> None:
+    """One line on stderr, as ocf_log writes it; Pacemaker puts it in its log."""
+    if prio == "DEBUG" and os.environ.get("HA_debug", "0") in ("0", ""):
+        return
+    tag = f"clinit({os.environ.get('OCF_RESOURCE_INSTANCE', '')})[{os.getpid()}]"
+    sys.stderr.write(f"{tag}: {prio}: {msg}\n")
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- parameters
+
+class Params:
+    """The resource's parameters, read from OCF_RESKEY_*."""
+
+    def __init__(self, env=None):
+        env = os.environ if env is None else env
+        self.group = env.get("OCF_RESKEY_group", "")
+        self.level = env.get("OCF_RESKEY_level") or DEFAULT_LEVEL
+        self.cltab = env.get("OCF_RESKEY_cltab") or DEFAULT_CLTAB
+        self.socket = env.get("OCF_RESKEY_socket") or None
+        self._timeout = env.get("OCF_RESKEY_timeout") or ""
+        self._op_timeout = env.get("OCF_RESKEY_CRM_meta_timeout") or ""  # ms
+        self.interval = env.get("OCF_RESKEY_CRM_meta_interval") or "0"
+
+    def check(self) -> str | None:
+        """The first problem with the parameters themselves, or None."""
+        if not self.group:
+            return "parameter 'group' is required: the clinit group this resource is"
+        for name, value in (("group", self.group), ("level", self.level)):
+            try:
+                check_name(name, value)
+            except BadName as err:
+                return f"parameter {name!r}: {err}"
+        if self._timeout:
+            try:
+                if not float(self._timeout) > 0:
+                    raise ValueError
+            except ValueError:
+                return f"parameter 'timeout' is {self._timeout!r}: give seconds, a number > 0"
+        if not os.path.isabs(self.cltab):
+            return f"parameter 'cltab' is {self.cltab!r}: give an absolute path"
+        return None
+
+    def timeout(self) -> float:
+        """Seconds to wait for the group: the parameter, else the operation's timeout less
+        a margin, else 60; never more than the operation allows."""
+        op = None
+        try:
+            op = max(float(self._op_timeout) / 1000.0 - MARGIN, 1.0) if self._op_timeout else None
+        except ValueError:
+            op = None
+        try:
+            own = float(self._timeout) if self._timeout else None
+        except ValueError:
+            own = None
+        if own is None:
+            return op if op is not None else DEFAULT_TIMEOUT
+        return min(own, op) if op is not None else own
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(cltab=self.cltab, socket=self.socket, timeout=timeout)
+
+
+# ---------------------------------------------------------------- the daemon calls
+
+def _daemon_group(client: Client, group: str) -> dict | None:
+    """The group's status line from the daemon, None if it was never told."""
+    for line in client.group_status(group):
+        if line.get("group") == group:
+            return line
+    return None
+
+
+def _daemon_throttled(client: Client, group: str) -> list[str]:
+    """Tags of the group's respawn entries paused for restarting too rapidly."""
+    now = time.time()
+    return [p.get("tag", "?") for p in client.processes(group)
+            if p.get("group") == group and p.get("throttled_until") is not None
+            and float(p["throttled_until"]) > now]
+
+
+def _daemon_live_pids(client: Client, group: str) -> list[int]:
+    """Pids the daemon still has for the group's processes."""
+    return [int(p["pid"]) for p in client.processes(group)
+            if p.get("group") == group and p.get("pid")]
+
+
+def _daemon_tell_wait(client: Client, group: str, level: str, timeout: float) -> dict:
+    return client.tell_wait(group, level, timeout=timeout)
+
+
+def _daemon_halt_wait(client: Client, group: str, timeout: float) -> dict:
+    return client.halt(group, wait=True, timeout=timeout)
+
+
+def _daemon_ping(client: Client) -> bool:
+    try:
+        return client.request("ping")[0]
+    except (NoDaemon, OSError):
+        return False
+
+
+# ---------------------------------------------------------------- processes left by a dead daemon
+
+def _orphans(socket_path: str, group: str) -> list[int]:
+    """Live pids started for `group` by a daemon on `socket_path` (their environment says so).
+
+    A daemon that was SIGKILLed leaves its children running; they carry
+    CLINIT_SOCKET and CLINIT_GROUP in their environment.
+    """
+    want = {f"CLINIT_SOCKET={socket_path}".encode(), f"CLINIT_GROUP={group}".encode()}
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = set(f.read().split(b"\0"))
+        except OSError:
+            continue
+        if want <= env and not _zombie(int(name)):
+            found.append(int(name))
+    return sorted(found)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def _stop_orphans(socket_path: str, group: str, settings: dict, deadline: float) -> list[int]:
+    """Stop the group's unmanaged processes as the daemon would (SIGINT, SIGTERM after
+    term_delay, SIGKILL after kill_delay, each to the process group); the survivors."""
+    steps = [(signal.SIGINT, float(settings.get("term_delay", 5))),
+             (signal.SIGTERM, float(settings.get("kill_delay", 10))),
+             (signal.SIGKILL, 2.0)]
+    left = _orphans(socket_path, group)
+    for sig, delay in steps:
+        if not left:
+            break
+        log("INFO", f"sending {sig.name} to the processes of group {group} that a dead daemon "
+                    f"left running: {' '.join(map(str, left))}")
+        for pid in left:
+            try:
+                target = -pid if os.getpgid(pid) == pid else pid   # clinit children lead a group
+                os.kill(target, sig)
+            except OSError:
+                pass
+        until = min(time.monotonic() + delay, deadline) if sig != signal.SIGKILL else \
+            time.monotonic() + delay
+        while left and time.monotonic() < until:
+            time.sleep(0.05)
+            left = _orphans(socket_path, group)
+    return left
+
+
+# ---------------------------------------------------------------- starting the daemon
+
+def _start_daemon(p: Params, client: Client, settings: dict, deadline: float,
+                  daemon_command: list[str] | None) -> str | None:
+    """Start `clinit -d -c CLTAB` in a session of its own; None once it answers, else why not."""
+    cmd = list(daemon_command or [sys.executable, "-m", "clinit.cli"]) + ["-d", "-c", p.cltab]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OCF_", "HA_", "__OCF"))}
+    logfile = settings.get("log")
+    try:
+        out = open(logfile, "ab") if logfile else subprocess.DEVNULL
+    except OSError as err:
+        return f"cannot open the cltab's log file {logfile}: {err.strerror}"
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                start_new_session=True, close_fds=True)
+    except OSError as err:
+        return f"cannot run {' '.join(cmd)}: {err.strerror}"
+    finally:
+        if logfile and out is not subprocess.DEVNULL:
+            out.close()
+    log("INFO", f"no daemon answered: started `{' '.join(cmd)}` (pid {proc.pid}), "
+                f"as the cltab's {START_DAEMON_SETTING} allows")
+    while time.monotonic() < deadline:
+        if _daemon_ping(client):
+            return None
+        if proc.poll() is not None:
+            return (f"the clinit daemon it started (pid {proc.pid}) exited with status "
+                    f"{proc.returncode}" + (f": see {logfile}" if logfile else ""))
+        time.sleep(0.02)
+    return f"the clinit daemon it started (pid {proc.pid}) did not answer in time"
+
+
+# ---------------------------------------------------------------- actions
+
+def validate(p: Params, full: bool = True) -> int:
+    """Parameters, then (full) the cltab: it parses and names the group."""
+    problem = p.check()
+    if problem:
+        log("ERROR", problem)
+        return OCF_ERR_CONFIGURED
+    if not full:
+        return OCF_SUCCESS
+    try:
+        table = load_cltab(p.cltab)
+    except CltabError as err:
+        # the cltab is this node's file: a bad one keeps the group off this node only
+        log("ERROR", f"cltab {p.cltab} does not load: {err}")
+        return OCF_ERR_INSTALLED
+    except OSError as err:
+        log("ERROR", f"cannot read cltab {p.cltab}: {err.strerror or err}")
+        return OCF_ERR_INSTALLED
+    entries = table.group(p.group)
+    if not entries:
+        log("ERROR", f"cltab {p.cltab} has no entry for group {p.group}")
+        return OCF_ERR_INSTALLED
+    if not table.level(p.group, p.level):
+        log("WARNING", f"no entry of group {p.group} in {p.cltab} is in level {p.level}: "
+                       f"starting it empties the group")
+    if p.socket and table.settings.get("socket") and table.settings["socket"] != p.socket:
+        log("WARNING", f"parameter socket={p.socket} is ignored: cltab {p.cltab} sets "
+                       f"socket {table.settings['socket']}")
+    return OCF_SUCCESS
+
+
+def monitor(p: Params) -> int:
+    problem = p.check()
+    if problem:
+        log("ERROR", problem)
+        return OCF_ERR_CONFIGURED
+    client = p.client()
+    try:
+        line = _daemon_group(client, p.group)
+        if line is None:
+            log("DEBUG", f"group {p.group} was never told: not running")
+            return OCF_NOT_RUNNING
+        state, level = line.get("state"), line.get("level")
+        if state == "FAILED":
+            log("ERROR", f"group {p.group} is FAILED at level {level}")
+            return OCF_ERR_GENERIC
+        if state in ("CONFIGURED", "HALTING"):
+            return OCF_NOT_RUNNING
+        if level != p.level:
+            log("WARNING", f"group {p.group} is at level {level} ({state}), not {p.level}: "
+                           "not running as this resource")
+            return OCF_NOT_RUNNING
+        throttled = _daemon_throttled(client, p.group)
+        if throttled:
+            log("ERROR", f"group {p.group}: respawn entry {', '.join(throttled)} restarts too "
+                         "rapidly and is paused (throttled)")
+            return OCF_ERR_GENERIC
+        if state not in SETTLED:
+            log("INFO", f"group {p.group} is {state} at level {level}: counted as running")
+        return OCF_SUCCESS
+    except NoDaemon as err:
+        return _monitor_no_daemon(p, client, err)
+    except Refused as err:
+        log("ERROR", str(err))
+        return OCF_ERR_PERM
+    except ProtocolError as err:
+        log("ERROR", f"the clinit daemon's answer about group {p.group}: {err}")
+        return OCF_ERR_GENERIC
+
+
+def _monitor_no_daemon(p: Params, client: Client, err: Exception) -> int:
+    left = _orphans(client.conf("socket"), p.group)
+    if left:
+        log("ERROR", f"{err}; processes of group {p.group} are left running unmanaged: "
+                     f"{' '.join(map(str, left))} (a stop ends them)")
+        return OCF_ERR_GENERIC
+    log("DEBUG" if p.interval in ("0", "") else "INFO", f"{err}: group {p.group} not running")
+    return OCF_NOT_RUNNING
+
+
+def start(p: Params, daemon_command: list[str] | None = None) -> int:
+    rc = validate(p)
+    if rc != OCF_SUCCESS:
+        return rc
+    wait = p.timeout()
+    deadline = time.monotonic() + wait
+    client = p.client()
+    settings = read_settings(p.cltab)
+    try:
+        try:
+            line = _daemon_group(client, p.group)
+        except NoDaemon as err:
+            if str(settings.get(START_DAEMON_SETTING, "no")).lower() not in ("yes", "true", "1"):
+                log("ERROR", f"{err}: start the clinit daemon on this node (`clinit -d -c "
+                             f"{p.cltab}`), or set :::{START_DAEMON_SETTING}:yes in the cltab "
+                             "to let the agent start it")
+                return OCF_ERR_GENERIC
+            why = _start_daemon(p, client, settings, deadline, daemon_command)
+            if why:
+                log("ERROR", f"{err}; {why}")
+                return OCF_ERR_GENERIC
+            line = _daemon_group(client, p.group)
+        if line and line.get("level") == p.level and line.get("state") in SETTLED:
+            log("INFO", f"group {p.group} is {line['state']} at level {p.level} already")
+            return OCF_SUCCESS
+        left = max(deadline - time.monotonic(), 0.5)
+        log("INFO", f"telling group {p.group} level {p.level} (waiting up to {left:.0f} s)")
+        client.timeout = left + 10.0
+        answer = _daemon_tell_wait(client, p.group, p.level, left)
+    except NoDaemon as err:
+        log("ERROR", str(err))
+        return OCF_ERR_GENERIC
+    except Refused as err:
+        log("ERROR", str(err))
+        return OCF_ERR_PERM
+    except ProtocolError as err:
+        log("ERROR", f"starting group {p.group}: {err}")
+        return OCF_ERR_GENERIC
+    state = answer.get("state")
+    if answer.get("ok") and state in SETTLED:
+        log("INFO", f"group {p.group} is {state} at level {p.level}")
+        return OCF_SUCCESS
+    if answer.get("timed_out"):
+        log("ERROR", f"group {p.group} did not settle at level {p.level} in {wait:.0f} s "
+                     f"(it is {state}): raise the start timeout or look at its entries")
+    else:
+        log("ERROR", f"group {p.group} at level {p.level}: {state or 'error'}: "
+                     f"{answer.get('answer', '')}")
+    return OCF_ERR_GENERIC
+
+
+def stop(p: Params) -> int:
+    problem = p.check()
+    if problem:
+        log("ERROR", problem)
+        return OCF_ERR_CONFIGURED
+    wait = p.timeout()
+    deadline = time.monotonic() + wait
+    client = p.client()
+    try:
+        line = _daemon_group(client, p.group)
+        if line is None or line.get("state") == "CONFIGURED":
+            log("INFO", f"group {p.group} is halted already")
+            return OCF_SUCCESS
+        log("INFO", f"halting group {p.group} (waiting up to {wait:.0f} s)")
+        client.timeout = wait + 10.0
+        answer = _daemon_halt_wait(client, p.group, wait)
+        if answer.get("state") == "CONFIGURED" and not answer.get("timed_out"):
+            log("INFO", f"group {p.group} halted")
+            return OCF_SUCCESS
+        client.timeout = 10.0
+        pids = _daemon_live_pids(client, p.group)
+        state = answer.get("state")
+    except NoDaemon as err:
+        settings = read_settings(p.cltab)
+        left = _stop_orphans(client.conf("socket"), p.group, settings, deadline)
+        if left:
+            log("ERROR", f"{err}; processes of group {p.group} survive SIGKILL: "
+                         f"{' '.join(map(str, left))}")
+            return OCF_ERR_GENERIC
+        log("INFO", f"{err}: group {p.group} is not running")
+        return OCF_SUCCESS
+    except Refused as err:
+        log("ERROR", str(err))
+        return OCF_ERR_PERM
+    except ProtocolError as err:
+        log("ERROR", f"halting group {p.group}: {err}")
+        return OCF_ERR_GENERIC
+    if not pids:
+        log("WARNING", f"group {p.group} is {state}, but none of its processes is left: stopped")
+        return OCF_SUCCESS
+    log("ERROR", f"group {p.group} did not halt in {wait:.0f} s (it is {state}); processes "
+                 f"still running: {' '.join(map(str, pids))}")
+    return OCF_ERR_GENERIC
+
+
+# ---------------------------------------------------------------- meta-data
+
+def metadata() -> str:
+    return f"""<?xml version="1.0"?>
+<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">
+<resource-agent name="clinit" version="{VERSION}">
+<version>1.1</version>
+<longdesc lang="en">
+Runs one clinit resource group on this node. clinit is a per-node init for
+resource groups: its daemon reads the node's cltab and switches each group to
+a level of its own. start tells the group its level and waits until it
+settles (DONE or PASSED); stop halts the group and waits until every process
+is reaped (clinit escalates SIGINT, SIGTERM, SIGKILL by itself); monitor asks
+the daemon, read-only: running when the group is settled at its level, failed
+when it is FAILED or one of its respawn entries is throttled.
+The clinit daemon normally runs on every node, outside the cluster; with
+":::{START_DAEMON_SETTING}:yes" in the cltab, start also starts a daemon when
+none answers.
+</longdesc>
+<shortdesc lang="en">A clinit resource group</shortdesc>
+<parameters>
+<parameter name="group" unique="1" required="1">
+<longdesc lang="en">The clinit group this resource is (a group of the cltab).</longdesc>
+<shortdesc lang="en">clinit group</shortdesc>
+<content type="string"/>
+</parameter>
+<parameter name="level" unique="0" required="0">
+<longdesc lang="en">The level the group is told on start; the resource runs while the
+group is settled at this level.</longdesc>
+<shortdesc lang="en">level</shortdesc>
+<content type="string" default="{DEFAULT_LEVEL}"/>
+</parameter>
+<parameter name="cltab" unique="0" required="0">
+<longdesc lang="en">The node's cltab; its settings name the daemon's socket.</longdesc>
+<shortdesc lang="en">cltab path</shortdesc>
+<content type="string" default="{DEFAULT_CLTAB}"/>
+</parameter>
+<parameter name="socket" unique="0" required="0">
+<longdesc lang="en">The daemon's socket, when the cltab sets none (a ":::socket:" setting
+in the cltab wins). Default: /run/clinit/clinit.sock.</longdesc>
+<shortdesc lang="en">daemon socket</shortdesc>
+<content type="string"/>
+</parameter>
+<parameter name="timeout" unique="0" required="0">
+<longdesc lang="en">Seconds start and stop wait for the group to settle. Default: the
+operation's timeout less 2 seconds. Never more than that.</longdesc>
+<shortdesc lang="en">settle timeout (s)</shortdesc>
+<content type="integer"/>
+</parameter>
+</parameters>
+<actions>
+<action name="start" timeout="60s"/>
+<action name="stop" timeout="60s"/>
+<action name="monitor" timeout="20s" interval="10s" depth="0"/>
+<action name="validate-all" timeout="20s"/>
+<action name="meta-data" timeout="5s"/>
+</actions>
+</resource-agent>
+"""
+
+
+# ---------------------------------------------------------------- install
+
+AGENT_TEMPLATE = '''#!{python}
+# OCF resource agent for clinit groups, written by `clinit-ocf --install`.
+# Its logic is clinit.ocf, copied beside it into {lib}: run
+# `clinit-ocf --install` again after upgrading clinit.
+import sys
+sys.path.insert(0, {lib!r})
+from clinit.ocf import main
+sys.exit(main(daemon_command={daemon!r}))
+'''
+
+
+def _runnable_by_all(path: str) -> bool:
+    """Whether any user may run `path` (every folder on the way searchable by all)."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        folder = os.path.dirname(path)
+        while True:
+            if not os.stat(folder).st_mode & 0o001:
+                return False
+            if folder == "/":
+                return True
+            folder = os.path.dirname(folder)
+    except OSError:
+        return False
+
+
+def agent_python() -> str:
+    """The interpreter for the agent: this one when every user may run it, else the
+    system's /usr/bin/python3 (3.10+).  Pacemaker asks for meta-data as user hacluster,
+    and the agent needs the standard library only."""
+    if _runnable_by_all(sys.executable):
+        return sys.executable
+    system = "/usr/bin/python3"
+    if _runnable_by_all(system):
+        probe = subprocess.run([system, "-c", "import sys; print(sys.version_info >= (3, 10))"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "True":
+            return system
+    return sys.executable
+
+
+def install(ocf_root: str = "/usr/lib/ocf", python: str | None = None) -> str:
+    """Write OCF_ROOT/resource.d/clinit/clinit and copy clinit into OCF_ROOT/lib/clinit.
+
+    The agent runs on `python` (default: `agent_python()`); a daemon it
+    starts runs on this interpreter, with this clinit.  Returns the agent's path.
+    """
+    import shutil
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    lib = os.path.join(ocf_root, "lib", "clinit")
+    target = os.path.join(lib, "clinit")
+    tmp = target + ".new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(package, tmp, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder, _, files in os.walk(tmp):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(tmp, target)
+    os.chmod(lib, 0o755)
+    daemon = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from clinit.cli import "
+              "main; sys.exit(main())" % os.path.dirname(package)]
+    agent_dir = os.path.join(ocf_root, "resource.d", "clinit")
+    os.makedirs(agent_dir, mode=0o755, exist_ok=True)
+    agent = os.path.join(agent_dir, "clinit")
+    text = AGENT_TEMPLATE.format(python=python or agent_python(), lib=lib, daemon=daemon)
+    with open(agent + ".new", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(agent + ".new", 0o755)
+    os.rename(agent + ".new", agent)
+    return agent
+
+
+# ---------------------------------------------------------------- entry point
+
+USAGE = """usage: clinit-ocf {start|stop|monitor|validate-all|meta-data}
+       clinit-ocf --install [--ocf-root DIR] [--python PATH]
+The OCF resource agent for clinit groups; parameters in OCF_RESKEY_group,
+_level, _cltab, _socket, _timeout (see `clinit-ocf meta-data`)."""
+
+
+def main(argv: list[str] | None = None, daemon_command: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--install":
+        return _main_install(argv[1:])
+    action = argv[0] if argv else os.environ.get("__OCF_ACTION", "")
+    if action == "meta-data":
+        sys.stdout.write(metadata())
+        return OCF_SUCCESS
+    if action in ("-h", "--help", "usage"):
+        print(USAGE)
+        return OCF_SUCCESS
+    p = Params()
+    if action == "validate-all":
+        return validate(p)
+    if action == "monitor" or action == "status":
+        return monitor(p)
+    if action == "start":
+        return start(p, daemon_command)
+    if action == "stop":
+        return stop(p)
+    print(USAGE, file=sys.stderr)
+    return OCF_ERR_UNIMPLEMENTED if action else OCF_ERR_ARGS
+
+
+def _main_install(args: list[str]) -> int:
+    opts = {"--ocf-root": "/usr/lib/ocf", "--python": None}
+    while args:
+        if args[0] in opts and len(args) > 1:
+            opts[args[0]] = args[1]
+            args = args[2:]
+        else:
+            print(USAGE, file=sys.stderr)
+            return 2
+    print(install(opts["--ocf-root"], opts["--python"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
