@@ -58,7 +58,9 @@ waitfor 30 "group web DONE again" eq 'gstate 1 web' "run DONE"
 waitfor 20 "Pacemaker sees web started" eq 'where 1 web' node1
 metric "test entry FAILED -> group DONE again" "$(fmt "$(now) - t")"
 got_sigint 1 web $P1 || fail "the restart did not stop service $P1 gracefully"
-P2=$(srv_pids 1 web); [ -n "$P2" ] && [ "$P2" != "$P1" ] || fail "no new service after the restart"
+new_srv() { local p; p=$(srv_pids 1 web); [ -n "$p" ] && [ "$p" != "$P1" ]; }
+waitfor 10 "a new service after the restart" new_srv
+P2=$(srv_pids 1 web)
 endphase
 
 if [ "${DEV_SKIP_THROTTLE:-0}" != 1 ]; then   # DEVTMP
@@ -90,7 +92,7 @@ waitfor 20 "Pacemaker sees web started" eq 'where 1 web' node1
 metric "daemon SIGKILLed -> group DONE under a new daemon" "$(fmt "$(now) - t")"
 got_sigint 1 web $P3 || fail "the old daemon's service $P3 was not stopped gracefully by the agent's stop"
 waitgone 5 $P3 || fail "the old daemon's service $P3 still runs"
-[ -n "$(srv_pids 1 web)" ] || fail "no service under the new daemon"
+waitfor 10 "a service under the new daemon" nonempty 'srv_pids 1 web'
 endphase
 
 phase "target-role=Stopped halts the group gracefully"

@@ -96,7 +96,7 @@ metric "crash node1 (DC was $DC) -> node1 seen offline" "$(fmt "T_OFF - T_KILL")
 metric "crash node1 -> web DONE on node2" "$(fmt "T_UP - T_KILL")"
 waitfor 30 "Pacemaker on node2 sees both groups there" eq 'where 2 web; where 2 db' "node2
 node2"
-[ -n "$(srv_pids 2 db)" ] && [ -n "$(srv_pids 2 web)" ] || fail "services not running on node2"
+waitfor 10 "db's and web's services run on node2" on_only 2
 endphase
 
 phase "node1 rejoins"
