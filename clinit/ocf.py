@@ -239,10 +239,17 @@ def _stop_orphans(socket_path: str, group: str, settings: dict, deadline: float)
 
 # ---------------------------------------------------------------- starting the daemon
 
+def default_daemon_command() -> list[str]:
+    """`clinit` run by this interpreter with this clinit package (`-d -c CLTAB` follow)."""
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from clinit.cli import "
+            "main; sys.exit(main())" % parent]
+
+
 def _start_daemon(p: Params, client: Client, settings: dict, deadline: float,
                   daemon_command: list[str] | None) -> str | None:
     """Start `clinit -d -c CLTAB` in a session of its own; None once it answers, else why not."""
-    cmd = list(daemon_command or [sys.executable, "-m", "clinit.cli"]) + ["-d", "-c", p.cltab]
+    cmd = list(daemon_command or default_daemon_command()) + ["-d", "-c", p.cltab]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCF_", "HA_", "__OCF"))}
     logfile = settings.get("log")
     try:
@@ -283,7 +290,7 @@ def validate(p: Params, full: bool = True) -> int:
         table = load_cltab(p.cltab)
     except CltabError as err:
         # the cltab is this node's file: a bad one keeps the group off this node only
-        log("ERROR", f"cltab {p.cltab} does not load: {err}")
+        log("ERROR", f"the cltab does not load: {err}")
         return OCF_ERR_INSTALLED
     except OSError as err:
         log("ERROR", f"cannot read cltab {p.cltab}: {err.strerror or err}")
@@ -573,8 +580,7 @@ def install(ocf_root: str = "/usr/lib/ocf", python: str | None = None) -> str:
     shutil.rmtree(target, ignore_errors=True)
     os.rename(tmp, target)
     os.chmod(lib, 0o755)
-    daemon = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from clinit.cli import "
-              "main; sys.exit(main())" % os.path.dirname(package)]
+    daemon = default_daemon_command()
     agent_dir = os.path.join(ocf_root, "resource.d", "clinit")
     os.makedirs(agent_dir, mode=0o755, exist_ok=True)
     agent = os.path.join(agent_dir, "clinit")
