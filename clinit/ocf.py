@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -249,6 +248,8 @@ def default_daemon_command() -> list[str]:
 def _start_daemon(p: Params, client: Client, settings: dict, deadline: float,
                   daemon_command: list[str] | None) -> str | None:
     """Start `clinit -d -c CLTAB` in a session of its own; None once it answers, else why not."""
+    import subprocess  # here only: the other actions start faster without it
+
     cmd = list(daemon_command or default_daemon_command()) + ["-d", "-c", p.cltab]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCF_", "HA_", "__OCF"))}
     logfile = settings.get("log")
@@ -516,10 +517,11 @@ operation's timeout less 2 seconds. Never more than that.</longdesc>
 
 # ---------------------------------------------------------------- install
 
-AGENT_TEMPLATE = '''#!{python}
+AGENT_TEMPLATE = '''#!{python} -S
 # OCF resource agent for clinit groups, written by `clinit-ocf --install`.
-# Its logic is clinit.ocf, copied beside it into {lib}: run
-# `clinit-ocf --install` again after upgrading clinit.
+# Its logic is clinit.ocf, copied into {lib}: run `clinit-ocf --install`
+# again after upgrading clinit.  (-S: no site-packages, it needs none and
+# starts faster.)
 import sys
 sys.path.insert(0, {lib!r})
 from clinit.ocf import main
@@ -550,6 +552,8 @@ def agent_python() -> str:
     and the agent needs the standard library only."""
     if _runnable_by_all(sys.executable):
         return sys.executable
+    import subprocess
+
     system = "/usr/bin/python3"
     if _runnable_by_all(system):
         probe = subprocess.run([system, "-c", "import sys; print(sys.version_info >= (3, 10))"],
