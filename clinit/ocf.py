@@ -143,8 +143,10 @@ class Params:
 # ---------------------------------------------------------------- the daemon calls
 
 def _daemon_group(client: Client, group: str) -> dict | None:
-    """The group's status line from the daemon, None if it was never told."""
-    for line in client.group_status(group):
+    """The group's status line from the daemon, None if it was never told.
+
+    Asks for every group: the daemon answers an error for one never told."""
+    for line in client.group_status():
         if line.get("group") == group:
             return line
     return None

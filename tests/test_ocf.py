@@ -276,7 +276,7 @@ def test_ocf_tester_passes(make_daemon, installed_agent):
 
 def test_install_writes_an_agent_with_an_absolute_interpreter(installed_agent):
     text = open(installed_agent).read()
-    interpreter = text.splitlines()[0][2:]
+    interpreter = text.splitlines()[0][2:].split()[0]
     assert os.path.isabs(interpreter) and os.access(interpreter, os.X_OK)
     assert os.stat(installed_agent).st_mode & 0o777 == 0o755
     r = subprocess.run([installed_agent, "meta-data"], capture_output=True, text=True,

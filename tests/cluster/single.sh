@@ -63,7 +63,6 @@ waitfor 10 "a new service after the restart" new_srv
 P2=$(srv_pids 1 web)
 endphase
 
-if [ "${DEV_SKIP_THROTTLE:-0}" != 1 ]; then   # DEVTMP
 phase "a respawn entry is throttled -> monitor -> recovery"
 echo 5 > $B/crash-web                    # the service crashes on its next 5 starts
 t=$(now)
@@ -76,7 +75,6 @@ metric "respawn entry throttled -> service up again" "$(fmt "$(now) - t")"
 [ "$(failcount 1 web)" = 2 ] || fail "fail-count $(failcount 1 web), not 2"
 grep -q "too rapidly" $R/n1/clinit.log $R/n1/children.log 2>/dev/null || el "note: no 'too rapidly' line found in the logs"
 endphase
-fi   # DEVTMP
 
 phase "the clinit daemon is SIGKILLed -> monitor -> recovery"
 P3=$(srv_pids 1 web); D1=$(daemon_pid 1)
