@@ -68,9 +68,9 @@ write_service() { # the test service: logs its start and its SIGINT; crashes whi
 B=$1 G=$2
 n=$(cat "$B/crash-$G" 2>/dev/null || echo 0)
 if [ "$n" -gt 0 ] 2>/dev/null; then echo $((n - 1)) > "$B/crash-$G"; echo "$(uname -n) $G $$ crash" >> "$B/events"; exit 1; fi
-trap 'echo "$(uname -n) $G $$ SIGINT" >> "$B/events"; exit 0' INT
+trap 'kill $! 2>/dev/null; echo "$(uname -n) $G $$ SIGINT" >> "$B/events"; exit 0' INT
 echo "$(uname -n) $G $$ start" >> "$B/events"
-while :; do sleep 5 & wait $!; done
+while :; do sleep 5 & wait $!; done   # (a background sleep ignores SIGINT: the trap ends it)
 EOF
   chmod 755 $B/srv.sh; : > $B/events; }
 
