@@ -42,7 +42,7 @@ import signal
 import sys
 import time
 
-from .client import Client, NoDaemon
+from .control import Client, NoDaemon
 from .protocol import ProtocolError
 from .cltab import BadName, CltabError, check_name, load_cltab, read_settings
 
@@ -69,7 +69,7 @@ SETTLED = ("DONE", "PASSED")
 START_DAEMON_SETTING = "agent_starts_daemon"   # `:::agent_starts_daemon:yes` in cltab
 
 try:  # Refused comes with the operators' interfaces (issue 9); older clients lack it
-    from .client import Refused
+    from .control import Refused
 except ImportError:  # pragma: no cover
     class Refused(ConnectionError):
         pass
