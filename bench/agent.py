@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import common  # noqa: E402
 from common import wait_until  # noqa: E402
 
-from clinit import ocf  # noqa: E402
+from clinit import ocfinstall  # noqa: E402
 
 DUMMY = "/usr/lib/ocf/resource.d/heartbeat/Dummy"
 
@@ -69,7 +69,7 @@ def main(argv=None):
         f.write(f":::socket:{tmp}/sock\n:::clstat:{tmp}/clstat\n")
         for i in range(cfg.n):
             f.write(f"g:e{i}:run:respawn:{common.SLEEP_CMD}\n")
-    agent = ocf.install(os.path.join(tmp, "ocf"), ocf.agent_python())
+    agent = ocfinstall.install(os.path.join(tmp, "ocf"), ocfinstall.agent_python())
     proc = common.start_daemon([sys.executable, os.path.join(common.REPO, "bin", "clinit"), "-d",
                                 "-c", cltab], os.path.join(tmp, "daemon.log"))
     cl = agent_env(instance="g", group="g", cltab=cltab)
@@ -95,7 +95,7 @@ def main(argv=None):
         subprocess.run(["rm", "-rf", tmp])
     med = {k: statistics.median(v) for k, v in times.items() if v}
     print(f"agent actions, N={cfg.n} respawn entries, median of {cfg.reps} "
-          f"(min..max), agent on {ocf.agent_python()}")
+          f"(min..max), agent on {ocfinstall.agent_python()}")
     for k, v in times.items():
         if v:
             print(f"  {k:24s} {med[k] * 1000:7.1f} ms  ({min(v) * 1000:.1f}..{max(v) * 1000:.1f})")

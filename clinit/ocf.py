@@ -32,21 +32,24 @@ Actions and their exit statuses (OCF 1.1):
     meta-data     the XML description
 
 `clinit-ocf --install [--ocf-root DIR] [--python PATH]` installs the agent
-as DIR/resource.d/clinit/clinit (DIR defaults to /usr/lib/ocf).
+as DIR/resource.d/clinit/clinit (DIR defaults to /usr/lib/ocf): see
+clinit/ocfinstall.py.  The meta-data is in clinit/ocfmeta.py, the handling
+of processes a killed daemon left behind in clinit/orphans.py.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
-from .control import Client, NoDaemon
-from .protocol import ProtocolError
+from . import orphans
 from .cltab import BadName, CltabError, check_name, load_cltab, read_settings
+from .control import Client, NoDaemon
+from .ocfmeta import DEFAULT_CLTAB, DEFAULT_LEVEL, START_DAEMON_SETTING, metadata
+from .protocol import ProtocolError
 
-__all__ = ["main", "install", "agent_python", "metadata", "OCF_SUCCESS", "OCF_ERR_GENERIC", "OCF_ERR_ARGS",
+__all__ = ["main", "Params", "validate", "monitor", "start", "stop", "OCF_SUCCESS", "OCF_ERR_GENERIC", "OCF_ERR_ARGS",
            "OCF_ERR_UNIMPLEMENTED", "OCF_ERR_PERM", "OCF_ERR_INSTALLED", "OCF_ERR_CONFIGURED",
            "OCF_NOT_RUNNING"]
 
@@ -60,13 +63,9 @@ OCF_ERR_INSTALLED = 5
 OCF_ERR_CONFIGURED = 6
 OCF_NOT_RUNNING = 7
 
-VERSION = "1.0"
-DEFAULT_LEVEL = "run"
-DEFAULT_CLTAB = "/etc/cltab"
 DEFAULT_TIMEOUT = 60.0
 MARGIN = 2.0                        # seconds kept from the operation's timeout for the answer
 SETTLED = ("DONE", "PASSED")
-START_DAEMON_SETTING = "agent_starts_daemon"   # `:::agent_starts_daemon:yes` in cltab
 
 try:  # Refused comes with the operators' interfaces (issue 9); older clients lack it
     from .control import Refused
@@ -181,76 +180,14 @@ def _daemon_ping(client: Client) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- processes left by a dead daemon
-
-def _orphans(socket_path: str, group: str) -> list[int]:
-    """Live pids started for `group` by a daemon on `socket_path` (their environment says so).
-
-    A daemon that was SIGKILLed leaves its children running; they carry
-    CLINIT_SOCKET and CLINIT_GROUP in their environment.
-    """
-    want = {f"CLINIT_SOCKET={socket_path}".encode(), f"CLINIT_GROUP={group}".encode()}
-    me, found = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = set(f.read().split(b"\0"))
-        except OSError:
-            continue
-        if want <= env and not _zombie(int(name)):
-            found.append(int(name))
-    return sorted(found)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
-def _stop_orphans(socket_path: str, group: str, settings: dict, deadline: float) -> list[int]:
-    """Stop the group's unmanaged processes as the daemon would (SIGINT, SIGTERM after
-    term_delay, SIGKILL after kill_delay, each to the process group); the survivors."""
-    steps = [(signal.SIGINT, float(settings.get("term_delay", 5))),
-             (signal.SIGTERM, float(settings.get("kill_delay", 10))),
-             (signal.SIGKILL, 2.0)]
-    left = _orphans(socket_path, group)
-    for sig, delay in steps:
-        if not left:
-            break
-        log("INFO", f"sending {sig.name} to the processes of group {group} that a dead daemon "
-                    f"left running: {' '.join(map(str, left))}")
-        for pid in left:
-            try:
-                target = -pid if os.getpgid(pid) == pid else pid   # clinit children lead a group
-                os.kill(target, sig)
-            except OSError:
-                pass
-        until = min(time.monotonic() + delay, deadline) if sig != signal.SIGKILL else \
-            time.monotonic() + delay
-        while left and time.monotonic() < until:
-            time.sleep(0.05)
-            left = _orphans(socket_path, group)
-    return left
-
-
 # ---------------------------------------------------------------- starting the daemon
-
-def default_daemon_command() -> list[str]:
-    """`clinit` run by this interpreter with this clinit package (`-d -c CLTAB` follow)."""
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from clinit.cli import "
-            "main; sys.exit(main())" % parent]
-
 
 def _start_daemon(p: Params, client: Client, settings: dict, deadline: float,
                   daemon_command: list[str] | None) -> str | None:
     """Start `clinit -d -c CLTAB` in a session of its own; None once it answers, else why not."""
     import subprocess  # here only: the other actions start faster without it
+
+    from .ocfinstall import default_daemon_command
 
     cmd = list(daemon_command or default_daemon_command()) + ["-d", "-c", p.cltab]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCF_", "HA_", "__OCF"))}
@@ -351,7 +288,7 @@ def monitor(p: Params) -> int:
 
 
 def _monitor_no_daemon(p: Params, client: Client, err: Exception) -> int:
-    left = _orphans(client.conf("socket"), p.group)
+    left = orphans.find(client.conf("socket"), p.group)
     if left:
         log("ERROR", f"{err}; processes of group {p.group} are left running unmanaged: "
                      f"{' '.join(map(str, left))} (a stop ends them)")
@@ -435,7 +372,8 @@ def stop(p: Params) -> int:
         state = answer.get("state")
     except NoDaemon as err:
         settings = read_settings(p.cltab)
-        left = _stop_orphans(client.conf("socket"), p.group, settings, deadline)
+        left = orphans.stop(client.conf("socket"), p.group, settings, deadline,
+                            lambda msg: log("INFO", msg))
         if left:
             log("ERROR", f"{err}; processes of group {p.group} survive SIGKILL: "
                          f"{' '.join(map(str, left))}")
@@ -454,148 +392,6 @@ def stop(p: Params) -> int:
     log("ERROR", f"group {p.group} did not halt in {wait:.0f} s (it is {state}); processes "
                  f"still running: {' '.join(map(str, pids))}")
     return OCF_ERR_GENERIC
-
-
-# ---------------------------------------------------------------- meta-data
-
-def metadata() -> str:
-    return f"""<?xml version="1.0"?>
-<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">
-<resource-agent name="clinit" version="{VERSION}">
-<version>1.1</version>
-<longdesc lang="en">
-Runs one clinit resource group on this node. clinit is a per-node init for
-resource groups: its daemon reads the node's cltab and switches each group to
-a level of its own. start tells the group its level and waits until it
-settles (DONE or PASSED); stop halts the group and waits until every process
-is reaped (clinit escalates SIGINT, SIGTERM, SIGKILL by itself); monitor asks
-the daemon, read-only: running when the group is settled at its level, failed
-when it is FAILED or one of its respawn entries is throttled.
-The clinit daemon normally runs on every node, outside the cluster; with
-":::{START_DAEMON_SETTING}:yes" in the cltab, start also starts a daemon when
-none answers.
-</longdesc>
-<shortdesc lang="en">A clinit resource group</shortdesc>
-<parameters>
-<parameter name="group" unique="1" required="1">
-<longdesc lang="en">The clinit group this resource is (a group of the cltab).</longdesc>
-<shortdesc lang="en">clinit group</shortdesc>
-<content type="string"/>
-</parameter>
-<parameter name="level" unique="0" required="0">
-<longdesc lang="en">The level the group is told on start; the resource runs while the
-group is settled at this level.</longdesc>
-<shortdesc lang="en">level</shortdesc>
-<content type="string" default="{DEFAULT_LEVEL}"/>
-</parameter>
-<parameter name="cltab" unique="0" required="0">
-<longdesc lang="en">The node's cltab; its settings name the daemon's socket.</longdesc>
-<shortdesc lang="en">cltab path</shortdesc>
-<content type="string" default="{DEFAULT_CLTAB}"/>
-</parameter>
-<parameter name="socket" unique="0" required="0">
-<longdesc lang="en">The daemon's socket, when the cltab sets none (a ":::socket:" setting
-in the cltab wins). Default: /run/clinit/clinit.sock.</longdesc>
-<shortdesc lang="en">daemon socket</shortdesc>
-<content type="string"/>
-</parameter>
-<parameter name="timeout" unique="0" required="0">
-<longdesc lang="en">Seconds start and stop wait for the group to settle. Default: the
-operation's timeout less 2 seconds. Never more than that.</longdesc>
-<shortdesc lang="en">settle timeout (s)</shortdesc>
-<content type="integer"/>
-</parameter>
-</parameters>
-<actions>
-<action name="start" timeout="60s"/>
-<action name="stop" timeout="60s"/>
-<action name="monitor" timeout="20s" interval="10s" depth="0"/>
-<action name="validate-all" timeout="20s"/>
-<action name="meta-data" timeout="5s"/>
-</actions>
-</resource-agent>
-"""
-
-
-# ---------------------------------------------------------------- install
-
-AGENT_TEMPLATE = '''#!{python} -S
-# OCF resource agent for clinit groups, written by `clinit-ocf --install`.
-# Its logic is clinit.ocf, copied into {lib}: run `clinit-ocf --install`
-# again after upgrading clinit.  (-S: no site-packages, it needs none and
-# starts faster.)
-import sys
-sys.path.insert(0, {lib!r})
-from clinit.ocf import main
-sys.exit(main(daemon_command={daemon!r}))
-'''
-
-
-def _runnable_by_all(path: str) -> bool:
-    """Whether any user may run `path` (every folder on the way searchable by all)."""
-    path = os.path.realpath(path)
-    try:
-        if not os.stat(path).st_mode & 0o001:
-            return False
-        folder = os.path.dirname(path)
-        while True:
-            if not os.stat(folder).st_mode & 0o001:
-                return False
-            if folder == "/":
-                return True
-            folder = os.path.dirname(folder)
-    except OSError:
-        return False
-
-
-def agent_python() -> str:
-    """The interpreter for the agent: this one when every user may run it, else the
-    system's /usr/bin/python3 (3.10+).  Pacemaker asks for meta-data as user hacluster,
-    and the agent needs the standard library only."""
-    if _runnable_by_all(sys.executable):
-        return sys.executable
-    import subprocess
-
-    system = "/usr/bin/python3"
-    if _runnable_by_all(system):
-        probe = subprocess.run([system, "-c", "import sys; print(sys.version_info >= (3, 10))"],
-                               capture_output=True, text=True)
-        if probe.stdout.strip() == "True":
-            return system
-    return sys.executable
-
-
-def install(ocf_root: str = "/usr/lib/ocf", python: str | None = None) -> str:
-    """Write OCF_ROOT/resource.d/clinit/clinit and copy clinit into OCF_ROOT/lib/clinit.
-
-    The agent runs on `python` (default: `agent_python()`); a daemon it
-    starts runs on this interpreter, with this clinit.  Returns the agent's path.
-    """
-    import shutil
-
-    package = os.path.dirname(os.path.abspath(__file__))
-    lib = os.path.join(ocf_root, "lib", "clinit")
-    target = os.path.join(lib, "clinit")
-    tmp = target + ".new"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(package, tmp, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for folder, _, files in os.walk(tmp):
-        os.chmod(folder, 0o755)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o644)
-    shutil.rmtree(target, ignore_errors=True)
-    os.rename(tmp, target)
-    os.chmod(lib, 0o755)
-    daemon = default_daemon_command()
-    agent_dir = os.path.join(ocf_root, "resource.d", "clinit")
-    os.makedirs(agent_dir, mode=0o755, exist_ok=True)
-    agent = os.path.join(agent_dir, "clinit")
-    text = AGENT_TEMPLATE.format(python=python or agent_python(), lib=lib, daemon=daemon)
-    with open(agent + ".new", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(agent + ".new", 0o755)
-    os.rename(agent + ".new", agent)
-    return agent
 
 
 # ---------------------------------------------------------------- entry point
@@ -639,6 +435,8 @@ def _main_install(args: list[str]) -> int:
         else:
             print(USAGE, file=sys.stderr)
             return 2
+    from .ocfinstall import install
+
     print(install(opts["--ocf-root"], opts["--python"]))
     return 0
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import ROOT, gone, wait_for
 
-from clinit import ocf
+from clinit import ocf, ocfinstall
 from clinit.control import Client
 
 AGENT = ROOT / "conf" / "ocf" / "clinit"
@@ -273,7 +273,7 @@ def installed_agent():
     root = tempfile.mkdtemp(prefix="clinit-ocf-")
     os.chmod(root, 0o755)
     try:
-        yield ocf.install(root, ocf.agent_python())
+        yield ocfinstall.install(root, ocfinstall.agent_python())
     finally:
         shutil.rmtree(root)
 

@@ -139,7 +139,7 @@ preflight() {
   grep -q " $B" /proc/self/mountinfo && { echo "mounts left under $B" >&2; exit 2; }
   rm -rf $B; mkdir -p $R $NSD; : > $R/all.pids
   # the agent, as an operator installs it (clinit-ocf --install), into a private OCF root
-  "$PYTHON" -c "import sys; sys.path.insert(0, '$CLINIT_ROOT'); from clinit.ocf import install; install('$B/ocf')" >/dev/null \
+  "$PYTHON" -c "import sys; sys.path.insert(0, '$CLINIT_ROOT'); from clinit.ocfinstall import install; install('$B/ocf')" >/dev/null \
     || fail "installing the agent"
 }
 
