@@ -65,6 +65,10 @@ def run_harness(name: str, timeout: float = 240.0) -> str:
         out, _ = proc.communicate(timeout=150)
         pytest.fail(f"{name}.sh did not finish in {timeout:g} s:\n{out}")
     print(out)
+    try:
+        os.rmdir(BASE)                           # the script removed its folder after a clean run
+    except OSError:
+        pass
     assert proc.returncode == 0 and "ALL OK" in out, out
     assert "teardown clean" in out
     return out
