@@ -45,7 +45,7 @@ import time
 
 from . import orphans
 from .cltab import BadName, CltabError, check_name, load_cltab, read_settings
-from .control import Client, NoDaemon
+from .control import Client, NoDaemon, Refused
 from .ocfmeta import DEFAULT_CLTAB, DEFAULT_LEVEL, START_DAEMON_SETTING, metadata
 from .protocol import ProtocolError
 
@@ -66,13 +66,6 @@ OCF_NOT_RUNNING = 7
 DEFAULT_TIMEOUT = 60.0
 MARGIN = 2.0                        # seconds kept from the operation's timeout for the answer
 SETTLED = ("DONE", "PASSED")
-
-try:  # Refused comes with the operators' interfaces (issue 9); older clients lack it
-    from .control import Refused
-except ImportError:  # pragma: no cover
-    class Refused(ConnectionError):
-        pass
-
 
 # ---------------------------------------------------------------- logging (ocf_log)
 

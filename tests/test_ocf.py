@@ -22,13 +22,8 @@ import pytest
 from conftest import ROOT, gone, wait_for
 
 from clinit import ocf, ocfinstall
-from clinit.control import Client
 
 AGENT = ROOT / "conf" / "ocf" / "clinit"
-
-# The agent asks the daemon with the operators' interfaces (issue 9).
-needs_ops = pytest.mark.skipif(not hasattr(Client, "tell_wait"), reason="needs the daemon's "
-                               "wait, halt, status and processes requests (issue 9)")
 
 SERVICE = """
 web:web-check:run:test:true
@@ -124,7 +119,6 @@ def test_validate_all(make_daemon, tmp_path):
     assert "bad:1" in r.stderr
 
 
-@needs_ops
 def test_no_daemon_monitor_not_running_stop_ok_start_fails_clearly(make_daemon):
     d = make_daemon(SERVICE, start=False)
     assert agent("monitor", d).returncode == ocf.OCF_NOT_RUNNING
@@ -138,7 +132,6 @@ def test_no_daemon_monitor_not_running_stop_ok_start_fails_clearly(make_daemon):
 # ---------------------------------------------------------------- with a daemon
 
 
-@needs_ops
 def test_start_monitor_stop_cycle(make_daemon):
     d = make_daemon(SERVICE)
     assert agent("monitor", d).returncode == ocf.OCF_NOT_RUNNING      # never told
@@ -160,7 +153,6 @@ def test_start_monitor_stop_cycle(make_daemon):
     assert r.returncode == ocf.OCF_SUCCESS and "halted already" in r.stderr
 
 
-@needs_ops
 def test_monitor_is_read_only(make_daemon):
     d = make_daemon(SERVICE)
     assert agent("start", d).returncode == ocf.OCF_SUCCESS
@@ -170,7 +162,6 @@ def test_monitor_is_read_only(make_daemon):
     assert (d.status(), pids_of(d, "web-srv"), d.clstat.stat().st_mtime_ns) == before
 
 
-@needs_ops
 def test_start_of_a_failing_test_is_an_error_and_monitor_says_failed(make_daemon):
     d = make_daemon("web:web-check:run:test:exit 3\nweb:web-srv:run:respawn:exec sleep 1000\n")
     r = agent("start", d)
@@ -181,7 +172,6 @@ def test_start_of_a_failing_test_is_an_error_and_monitor_says_failed(make_daemon
     assert agent("monitor", d).returncode == ocf.OCF_NOT_RUNNING
 
 
-@needs_ops
 def test_monitor_says_failed_when_a_respawn_entry_is_throttled(make_daemon):
     d = make_daemon("web:web-srv:run:respawn:exit 1\n", respawn_limit=1, respawn_pause=60)
     assert agent("start", d).returncode == ocf.OCF_SUCCESS
@@ -192,7 +182,6 @@ def test_monitor_says_failed_when_a_respawn_entry_is_throttled(make_daemon):
     assert agent("stop", d).returncode == ocf.OCF_SUCCESS
 
 
-@needs_ops
 def test_monitor_at_another_level_is_not_running(make_daemon):
     d = make_daemon(SERVICE)
     d.tell("web", "maintenance")
@@ -202,7 +191,6 @@ def test_monitor_at_another_level_is_not_running(make_daemon):
     assert agent("monitor", d, level="maintenance").returncode == ocf.OCF_SUCCESS
 
 
-@needs_ops
 def test_stop_waits_through_the_escalation_to_sigkill(make_daemon):
     stubborn = "web:web-srv:run:respawn:trap '' INT TERM; while :; do sleep 0.1; done\n"
     d = make_daemon(stubborn, term_delay=0.5, kill_delay=0.5)
@@ -213,7 +201,6 @@ def test_stop_waits_through_the_escalation_to_sigkill(make_daemon):
     assert gone(srv)
 
 
-@needs_ops
 def test_start_that_does_not_settle_in_time_fails_then_stop_cleans_up(make_daemon):
     d = make_daemon("web:web-slow:run:wait:exec sleep 1000\n")
     r = agent("start", d, timeout=1)
@@ -231,7 +218,6 @@ def test_timeout_parameter_is_capped_by_the_operation_timeout():
     assert ocf.Params({}).timeout() == ocf.DEFAULT_TIMEOUT
 
 
-@needs_ops
 def test_daemon_killed_monitor_sees_unmanaged_processes_and_stop_ends_them(make_daemon):
     d = make_daemon(SERVICE)
     assert agent("start", d).returncode == ocf.OCF_SUCCESS
@@ -248,7 +234,6 @@ def test_daemon_killed_monitor_sees_unmanaged_processes_and_stop_ends_them(make_
     assert agent("monitor", d).returncode == ocf.OCF_NOT_RUNNING
 
 
-@needs_ops
 def test_start_starts_the_daemon_when_the_cltab_allows_it(make_daemon):
     d = make_daemon(SERVICE, start=False, agent_starts_daemon="yes")
     r = agent("start", d)
@@ -281,7 +266,6 @@ def installed_agent():
 @pytest.mark.skipif(not shutil.which("ocf-tester"), reason="ocf-tester missing "
                     "(apt-get install -y resource-agents)")
 @pytest.mark.skipif(os.getuid() != 0, reason="ocf-tester checks the agent as user nobody: root")
-@needs_ops
 def test_ocf_tester_passes(make_daemon, installed_agent):
     d = make_daemon(SERVICE)
     r = subprocess.run(["ocf-tester", "-n", "web", "-o", "group=web", "-o", f"cltab={d.cltab}",

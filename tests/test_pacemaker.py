@@ -25,8 +25,6 @@ import pytest
 
 from conftest import ROOT
 
-from clinit.control import Client
-
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 HARNESS = ROOT / "tests" / "cluster"
@@ -36,8 +34,6 @@ TOOLS = ("corosync", "pacemakerd", "crm_mon", "cibadmin", "crm_resource", "crm_f
 
 
 def _why_not() -> str | None:
-    if not hasattr(Client, "tell_wait"):
-        return "needs the daemon's wait, halt, status and processes requests (issue 9)"
     if os.getuid() != 0:
         return "needs root (network and mount namespaces)"
     missing = [t for t in TOOLS if not shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin")]
