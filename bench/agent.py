@@ -11,6 +11,7 @@ a new process, OCF_RESKEY_* in the environment), is timed for:
 - start (settled): the group DONE already -> returns at once
 - monitor: the group DONE, N children
 - stop: DONE -> halted, every child reaped (SIGINT; `sleep` exits at once)
+- the agent's interpreter alone (`python3 -S -c pass`), for scale
 
 and Dummy (which touches or removes a state file) for start, monitor and
 stop. Each figure is the median of --reps runs, interleaved; ratios are
@@ -76,7 +77,9 @@ def main(argv=None):
     dm = agent_env(instance="bench", state=os.path.join(tmp, "dummy.state"))
     have_dummy = os.access(DUMMY, os.X_OK)
     times = {k: [] for k in ("clinit start (cold)", "clinit start (settled)", "clinit monitor",
-                             "clinit stop", "Dummy start", "Dummy monitor", "Dummy stop")}
+                             "clinit stop", "Dummy start", "Dummy monitor", "Dummy stop",
+                             "interpreter alone")}
+    bare = [open(agent).readline()[2:].split()[0], "-S", "-c", "pass"]
     try:
         wait_until(lambda: os.path.exists(f"{tmp}/sock"), 30, "the daemon's socket")
         time.sleep(0.2)
@@ -86,6 +89,9 @@ def main(argv=None):
             times["clinit start (settled)"].append(call(agent, "start", cl, 0))
             times["clinit monitor"].append(call(agent, "monitor", cl, 0))
             times["clinit stop"].append(call(agent, "stop", cl, 0))
+            t = time.perf_counter()
+            subprocess.run(bare, check=True)
+            times["interpreter alone"].append(time.perf_counter() - t)
             if have_dummy:
                 times["Dummy start"].append(call(DUMMY, "start", dm, 0))
                 times["Dummy monitor"].append(call(DUMMY, "monitor", dm, 0))
