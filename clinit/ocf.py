@@ -49,9 +49,9 @@ from .control import Client, NoDaemon, Refused
 from .ocfmeta import DEFAULT_CLTAB, DEFAULT_LEVEL, START_DAEMON_SETTING, metadata
 from .protocol import ProtocolError
 
-__all__ = ["main", "Params", "validate", "monitor", "start", "stop", "OCF_SUCCESS", "OCF_ERR_GENERIC", "OCF_ERR_ARGS",
-           "OCF_ERR_UNIMPLEMENTED", "OCF_ERR_PERM", "OCF_ERR_INSTALLED", "OCF_ERR_CONFIGURED",
-           "OCF_NOT_RUNNING"]
+__all__ = ["main", "Params", "validate", "monitor", "start", "stop", "log",
+           "OCF_SUCCESS", "OCF_ERR_GENERIC", "OCF_ERR_ARGS", "OCF_ERR_UNIMPLEMENTED", "OCF_ERR_PERM",
+           "OCF_ERR_INSTALLED", "OCF_ERR_CONFIGURED", "OCF_NOT_RUNNING"]
 
 # The OCF exit statuses.
 OCF_SUCCESS = 0
@@ -303,9 +303,9 @@ def start(p: Params, daemon_command: list[str] | None = None) -> int:
             line = _daemon_group(client, p.group)
         except NoDaemon as err:
             if str(settings.get(START_DAEMON_SETTING, "no")).lower() not in ("yes", "true", "1"):
-                log("ERROR", f"{err}: start the clinit daemon on this node (`clinit -d -c "
-                             f"{p.cltab}`), or set :::{START_DAEMON_SETTING}:yes in the cltab "
-                             "to let the agent start it")
+                log("ERROR", f"{err} (`clinit -d -c {p.cltab}` on this node); or set "
+                             f":::{START_DAEMON_SETTING}:yes in {p.cltab} to let the agent "
+                             "start it")
                 return OCF_ERR_GENERIC
             why = _start_daemon(p, client, settings, deadline, daemon_command)
             if why:
