@@ -53,7 +53,7 @@ def status(clstat: str, group: str | None = None, level: str | None = None) -> s
     return "".join(out)
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
     """Replace `path` with `text` through an exclusive temp file in its folder.
 
     O_EXCL|O_NOFOLLOW: a symlink planted at the temporary name makes the
@@ -65,7 +65,7 @@ def write_atomically(path: str, text: str) -> None:
     for attempt in range(100):
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{attempt}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         except FileExistsError:
             continue
         break

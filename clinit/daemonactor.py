@@ -31,12 +31,14 @@ exits with status 1 instead of 0.
 
 After SIGKILL.  A daemon killed with SIGKILL cannot clean up: its
 children keep running in their own sessions, re-parented to init (or the
-nearest subreaper); the socket file stays (nobody listens on it) and so
-does the status file, whose mtime stops moving.  The next daemon
+nearest subreaper); the socket file stays (nobody listens on it), and so
+do the status file and the journal (`journal.py`).  The next daemon
 replaces the stale socket (`prepare_socket`: a socket nobody answers on),
-rewrites the status file, and does not know the old children: it logs a
-warning naming those it can find (their environment carries
-CLINIT_SOCKET, this daemon's socket path), and a tell starts new copies.
+reads the journal, and takes over (`adoption.py`): groups come back at
+their recorded level and state with their unchanged survivors adopted,
+and the other survivors (entry changed or deleted) are stopped as
+strays.  Without a usable journal it only warns of the old children it
+finds by CLINIT_SOCKET in their environment.
 """
 
 from __future__ import annotations
@@ -52,14 +54,17 @@ import pykka
 
 from . import notify, output, reaper, timers
 from .actor import Actor
+from .adoption import describe, stray_entry, take_over
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
-from .messages import (DropGroup, GroupChanged, Halt, Hangup, Listening, MemberChanged, Request,
-                       ShutdownTimeout, Signal, Tell, WaitExpired)
-from .process import Timings
+from .journal import JournalWriter, journal_path
+from .messages import (Down, DropGroup, GroupChanged, Halt, Hangup, Listening, MemberChanged,
+                       ProcessChanged, Request, Restore, ShutdownTimeout, Signal, Stopped, Tell,
+                       Told, WaitExpired)
+from .process import Process, Timings
 from .paths import UnsafeFolder, resolve, secure_folder
-from .pgroups import find_by_environ, kill_children
+from .pgroups import find_by_environ, kill_children, proc_table
 from .server import (ANSWER_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_HELD, QUEUE_LINES,
                      LiveDaemonError, Server, prepare_socket)
 from .statuswriter import StatusWriter
@@ -114,7 +119,8 @@ class Daemon(Actor):
     `Signal(signum)`, `Listening()`, `ShutdownTimeout()`, and from the
     listener and the timers `Hangup(token)`, `WaitExpired(token)`."""
 
-    def __init__(self, cltab, settings: dict, writer: pykka.ActorRef, on_exit):
+    def __init__(self, cltab, settings: dict, writer: pykka.ActorRef, on_exit,
+                 journal: pykka.ActorRef | None = None, restore=None):
         super().__init__()
         reaper.ensure()  # in the caller's thread: groups are made from the actor's
         self.cltab = cltab
@@ -129,6 +135,9 @@ class Daemon(Actor):
         self.seq = 0  # numbers every tell and halt sent to a group
         self.board = Board()  # what operators see: status, processes, waits, watches
         self.told: dict = {}  # group -> the table of its last tell
+        self.journal = journal  # the JournalWriter, if any
+        self._takeover = restore  # adoption.Plan: what an earlier daemon left, taken over at start
+        self.strays: dict[str, tuple[int, pykka.ActorRef]] = {}  # urn -> (token, ref) being stopped
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Request):
@@ -148,11 +157,17 @@ class Daemon(Actor):
                 self.group_changed(message)
             case MemberChanged(group, change):
                 self.board.member_changed(group, change)
+                self._to_journal(message)
             case Hangup(token):
                 log.debug("client %d went away: gave up waiting for %s", token,
                           self.board.hangup(token) or "nothing")
             case WaitExpired(token):
                 self.board.expire(token)
+            case Stopped(urn, token) if self.strays.get(urn, (None,))[0] == token:
+                del self.strays[urn]
+                self._maybe_exit()
+            case ProcessChanged():
+                pass  # a stray's stop under way
             case Signal(signal.SIGHUP):
                 notify.reloading()
                 ok, text = self.reread()
@@ -168,8 +183,19 @@ class Daemon(Actor):
             case _:
                 log.warning("daemon: unknown message %r", message)
 
+    def on_start(self) -> None:
+        if self._takeover is not None:
+            takeover, self._takeover = self._takeover, None
+            try:
+                self._take_over(takeover)
+            except Exception as exc:  # noqa: BLE001 - serve anyway: the groups can be told
+                log.error("taking over from the earlier daemon failed: %s: %s", type(exc).__name__,
+                          exc, exc_info=exc)
+
     def on_stop(self) -> None:
         for ref in self.groups.values():
+            ref.stop()
+        for _, ref in self.strays.values():
             ref.stop()
 
     def state(self) -> DaemonState:
@@ -193,6 +219,8 @@ class Daemon(Actor):
             return False
         try:
             ref.tell(message)
+            if isinstance(message, (Tell, Halt)):
+                self._to_journal(Told(name, message.level if isinstance(message, Tell) else None))
             return True
         except pykka.ActorDeadError:
             self._forget(name)
@@ -362,6 +390,7 @@ class Daemon(Actor):
         self.states[name] = state
         self.writer.tell(change)
         self.board.group_changed(name, change.level, state, change.seq)
+        self._to_journal(change)
         if state is GroupState.CONFIGURED and name in self.dropping:
             self.dropping.discard(name)
             self.groups.pop(name).stop(block=False)
@@ -369,23 +398,55 @@ class Daemon(Actor):
             self.told.pop(name, None)
             self.board.forget_group(name)
             self.writer.tell(DropGroup(name))
+            self._to_journal(DropGroup(name))
         self._maybe_exit()
 
     def _maybe_exit(self) -> None:
-        if self.machine.state is D.HALTING and all(
+        if self.machine.state is D.HALTING and not self.strays and all(
                 s is GroupState.CONFIGURED for s in self.states.values()):
             self.machine.fire("halted")
+
+    # -- adoption: what an earlier daemon left running (adoption.py) --------
+
+    def _take_over(self, takeover) -> None:
+        """Recreate the groups as the journal recorded them (their processes
+        adopted), and stop the strays with the usual ladder."""
+        for g in takeover.groups:
+            ref = Group.start(g.name, self.cltab.path, self.actor_ref, self.settings)
+            self.groups[g.name] = ref
+            self.states[g.name] = GroupState[g.state]
+            ref.tell(Restore(g.level, g.state, g.resume, g.members, self.cltab))
+        timings = Timings.from_settings({**self.settings, **self.cltab.settings})
+        for record, adopt, why in takeover.strays:
+            log.warning("stopping %s, left by an earlier daemon: %s", describe(record), why)
+            ref = Process.start(stray_entry(record), self.actor_ref, timings)
+            self.seq += 1
+            self.strays[ref.actor_urn] = (self.seq, ref)
+            ref.tell(adopt)
+            ref.tell(Down(self.seq, True))
+
+    def _to_journal(self, message) -> None:
+        if self.journal is not None:
+            self.journal.tell(message)
 
 
 SOCKET_VAR = "CLINIT_SOCKET"
 
 
-def _warn_of_orphans(socket_path: str) -> None:
-    """Log the processes a previous daemon on this socket left running (it was SIGKILLed)."""
+def _warn_of_orphans(socket_path: str, takeover=None) -> None:
+    """Log the processes a previous daemon on this socket left running (it was
+    SIGKILLed) that its journal does not name (no journal, or started just
+    before the kill): they carry CLINIT_SOCKET, unless they rewrote their
+    environment.  The sessions of the survivors the journal names are its."""
     found = find_by_environ(f"{SOCKET_VAR}={socket_path}")
+    if takeover is not None and found:
+        named = {r.pid for r in takeover.adopted} | {r.pid for r, _, _ in takeover.strays}
+        table = proc_table()
+        found = [pid for pid in found if pid in table and table[pid][3] not in named]
     if found:
-        log.warning("processes started by an earlier daemon on %s still run, unmanaged: %s "
+        log.warning("processes started by an earlier daemon on %s still run, unmanaged%s: %s "
                     "(a tell starts new copies: stop them first)", socket_path,
+                    "" if takeover is None else " (not in its journal: started just before it died?)",
                     " ".join(map(str, found)))
 
 
@@ -438,12 +499,17 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         prepare_socket(conf["socket"])
     except (UnsafeFolder, LiveDaemonError, OSError) as err:
         raise DaemonError(str(err)) from None
-    _warn_of_orphans(conf["socket"])
+    journal = journal_path(conf["clstat"])
+    takeover, seed = take_over(journal, table)  # what an earlier daemon, killed, left running
+    _warn_of_orphans(conf["socket"], takeover)
     os.environ[SOCKET_VAR] = conf["socket"]  # children inherit it: see _warn_of_orphans
 
     _tune_process()
     reaper.ensure(reap_all=True)
-    writer = StatusWriter.start(conf["clstat"], float(merged.get("heartbeat", 45.0)))
+    # restored groups show as they were from the first write on (never an empty status)
+    initial = [GroupChanged(g.name, g.level, g.state) for g in (seed.groups if seed else ())]
+    writer = StatusWriter.start(conf["clstat"], float(merged.get("heartbeat", 45.0)), initial)
+    journal_writer = None
     server: Server | None = None
     daemon_ref = None
     previous = {}
@@ -456,7 +522,10 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
                             queue_lines=_number(merged.get("watch_queue"), QUEUE_LINES))
         except (OSError, KeyError) as err:
             raise DaemonError(f"{conf['socket']}: cannot listen: {err}") from None
-        daemon_ref = Daemon.start(table, settings, writer, server.wake)
+        # from here on the journal is this daemon's (until then, it stays for the next one)
+        journal_writer = JournalWriter.start(journal, seed)
+        daemon_ref = Daemon.start(table, settings, writer, server.wake, journal_writer,
+                                  takeover)
         daemon_ref.tell(Listening())
         server.dispatch = lambda req, reply: daemon_ref.ask(Request(req, reply),
                                                             timeout=ANSWER_TIMEOUT)
@@ -490,6 +559,10 @@ def run(cltab: str | None = None, socket: str | None = None, clstat: str | None 
         output.flush(OUTPUT_FLUSH)  # children's last words still in their pipes
         writer.proxy().remove().get()
         writer.stop()
+        if journal_writer is not None:
+            if daemon_ref is not None:  # it stopped its groups: nothing the journal names runs
+                journal_writer.proxy().remove().get()
+            journal_writer.stop()
 
 
 def _number(value, default: int) -> int:

@@ -9,6 +9,11 @@ Every transition goes to the listener as `messages.GroupChanged` (with
 the number of the newest tell or halt, so a waiter knows which request a
 report answers), and every member's change as `messages.MemberChanged`.
 
+`Restore` brings the group back as an earlier daemon, killed with
+SIGKILL, left it (the `restore_*` rows; journal.py): at its level, with
+its processes adopted or restored as finished, or told its target again
+if it was between levels.
+
 A tell or halt may arrive at any moment of the walk: the newest wins.
 A member already being stopped finishes that stop (it is never stopped
 twice), and a member whose actor has ended counts as stopped.
@@ -38,8 +43,8 @@ from . import reaper
 from .actor import Actor
 from .cltab import load_cltab
 from .fsm import ANY, Machine, row, to_dot
-from .messages import (Down, Fault, GroupChanged, Halt, MemberChanged, ProcessChanged, Stopped,
-                       Tell, Up)
+from .messages import (Adopt, Down, Fault, GroupChanged, Halt, MemberChanged, ProcessChanged,
+                       Restore, Stopped, Tell, Up)
 from .process import Process, ProcessState, Timings, injected_fault
 
 __all__ = ["Group", "GroupState", "TABLE", "dot"]
@@ -84,6 +89,10 @@ TABLE = (
         note="the group actor faulted: halt every process, end FAILED"),
     row(ANY, "killed", G.FAILED, action="drop_all",
         note="last resort: the halt after a fault failed too; processes killed"),
+    # as an earlier daemon, killed with SIGKILL, left it (Restore, journal.py)
+    row(G.CONFIGURED, "restore_done", G.DONE, note="restored from the journal"),
+    row(G.CONFIGURED, "restore_passed", G.PASSED, note="restored from the journal"),
+    row(G.CONFIGURED, "restore_failed", G.FAILED, note="restored from the journal"),
 )
 
 # a blocking entry's process has finished when it reports one of these
@@ -91,6 +100,10 @@ _FINISHED = frozenset({P.DONE, P.PASS, P.FAIL, P.CONFIGURED})
 _BLOCKING_MODES = ("wait", "test")
 _SETTLED = frozenset({G.DONE, G.PASSED, G.FAILED})
 _SPAWNING = frozenset({P.SETUP, P.RUNBG})  # told to start, not yet reported running
+# the state a restored member reaches on its Adopt event (process.py's adoption rows)
+_ADOPTED_STATE = {"adopt": lambda e: P.RUNNING if e.mode == "wait" else P.DONE,
+                  "ran": lambda e: P.DONE, "ran_pass": lambda e: P.PASS,
+                  "ran_fail": lambda e: P.FAIL}
 
 
 def dot() -> str:
@@ -180,7 +193,7 @@ class Group(Actor):
                 member = self._by_urn.get(urn)
                 if member is not None:
                     member.info = message
-                    self._forward(message)
+                    self._forward(message, member.entry)
                     self._on_progress(urn, state)
                     if self.machine.state is G.CHECKING and state not in _SPAWNING:
                         self.check()  # a background entry it waited for has started
@@ -202,6 +215,8 @@ class Group(Actor):
                 self.seq = max(self.seq, seq)
                 self._fault_halt = False
                 self._halt()
+            case Restore():
+                self._restore(message)
             case _:
                 log.warning("group %s: unknown message %r", self.name, message)
 
@@ -240,11 +255,11 @@ class Group(Actor):
             except pykka.ActorDeadError:
                 self.listener = None
 
-    def _forward(self, change: ProcessChanged) -> None:
+    def _forward(self, change: ProcessChanged, entry) -> None:
         """Pass a member's change on, so the daemon can show every process."""
         if self.listener is not None:
             try:
-                self.listener.tell(MemberChanged(self.name, change))
+                self.listener.tell(MemberChanged(self.name, change, entry))
             except pykka.ActorDeadError:
                 self.listener = None
 
@@ -316,14 +331,14 @@ class Group(Actor):
             return
         self._stopping[urn] = self._token
         if member.info.pid is not None:
-            self._forward(member.info._replace(state=P.STOPPING))
+            self._forward(member.info._replace(state=P.STOPPING), member.entry)
 
     def _forget_member(self, urn: str) -> None:
         member = self._by_urn.pop(urn, None)
         if member is not None:
             if self._members.get(member.entry.tag) is member:
                 del self._members[member.entry.tag]
-            self._forward(member.info._replace(state=P.CONFIGURED, pid=None))
+            self._forward(member.info._replace(state=P.CONFIGURED, pid=None), member.entry)
 
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
@@ -360,15 +375,12 @@ class Group(Actor):
 
     def walk(self) -> None:
         """Start entries in order until one blocks or none is left."""
-        timings = Timings.from_settings({**self.settings, **self._cltab.settings})
+        timings = self._timings()
         while self._walk:
             entry = self._walk.pop()
             member = self._members.get(entry.tag)
             if member is None:
-                ref = Process.start(entry, self.actor_ref, timings, self.level)
-                member = _Member(entry, ref)
-                self._members[entry.tag] = member
-                self._by_urn[ref.actor_urn] = member
+                member = self._new_member(entry, timings)
                 self._up(member)
             elif member.state is P.CONFIGURED:
                 member.entry = entry
@@ -378,6 +390,36 @@ class Group(Actor):
             if self._blocked is not None:
                 return
         self.machine.fire("walked")
+
+    def _timings(self) -> Timings:
+        return Timings.from_settings({**self.settings, **self._cltab.settings})
+
+    def _new_member(self, entry, timings: Timings) -> _Member:
+        ref = Process.start(entry, self.actor_ref, timings, self.level)
+        member = _Member(entry, ref)
+        self._members[entry.tag] = member
+        self._by_urn[ref.actor_urn] = member
+        return member
+
+    def _restore(self, restore: Restore) -> None:
+        """Come back as an earlier daemon left the group (see Restore)."""
+        if self.machine.state is not G.CONFIGURED or self._members:
+            log.warning("group %s: cannot be restored in state %s", self.name, self.machine.state)
+            return
+        self._cltab = restore.cltab
+        self.level = restore.level
+        self._target = restore.level if restore.state != "CONFIGURED" else None
+        timings = self._timings()
+        for entry, adopt in restore.members:
+            member = self._new_member(entry, timings)
+            member.info = member.info._replace(state=_ADOPTED_STATE[adopt.event](entry),
+                                               pid=adopt.pid, rc=adopt.rc)
+            member.ref.tell(adopt)
+        if restore.resume is not None:
+            log.info("group %s: restored between levels: told %s again", self.name, restore.resume)
+            self._tell(restore.resume, restore.cltab, self.seq)
+        elif restore.state != "CONFIGURED":
+            self.machine.fire(f"restore_{restore.state.lower()}")
 
     def _up(self, member: _Member) -> None:
         member.info = member.info._replace(state=P.SETUP)  # it will leave CONFIGURED; reports follow

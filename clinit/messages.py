@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 __all__ = [
     # to a Process
-    "Up", "Down", "Tick", "Exited",
+    "Up", "Down", "Tick", "Exited", "Adopt",
     # to a Group
-    "Tell", "Halt", "ProcessChanged", "Stopped", "Fault",
+    "Tell", "Halt", "ProcessChanged", "Stopped", "Fault", "Restore",
     # to the Daemon
     "Request", "GroupChanged", "MemberChanged", "Signal", "Hangup", "WaitExpired", "Listening",
     "ShutdownTimeout",
@@ -23,6 +23,8 @@ __all__ = [
     "DropGroup", "Flush", "Beat",
     # to the reaper
     "Wake", "Watch", "ReapAll",
+    # to the journal
+    "Told",
 ]
 
 
@@ -57,12 +59,37 @@ class Exited(NamedTuple):
     status: int | None
 
 
+class Adopt(NamedTuple):
+    """Take over from an earlier daemon (adoption.py).  `event` is the
+    table's: `adopt` (the process `pid` still runs; `pidfd` checked
+    against its recorded start time), or `ran`, `ran_pass`, `ran_fail`
+    (it had run and exited)."""
+
+    event: str
+    pid: int | None = None
+    pidfd: int | None = None
+    start: int | None = None  # /proc/PID/stat field 22
+    rc: int | None = None
+
+
 # -- to a Group -----------------------------------------------------------------
 
 class Tell(NamedTuple):
     level: str
     cltab: Any = None  # a Cltab; None: the group reads its cltab_path
     seq: int = 0  # the teller's request number, echoed in GroupChanged
+
+
+class Restore(NamedTuple):
+    """Come back as an earlier daemon left the group (journal.py): at
+    `level` in `state` (DONE, PASSED, FAILED or CONFIGURED) with `members`
+    ((Entry, Adopt) pairs), or, if it was between levels, told `resume`."""
+
+    level: str | None
+    state: str
+    resume: str | None
+    members: tuple
+    cltab: Any
 
 
 class Halt(NamedTuple):
@@ -121,6 +148,7 @@ class MemberChanged(NamedTuple):
 
     group: str
     change: ProcessChanged
+    entry: Any = None  # the Entry it runs (the journal keeps its mode and command)
 
 
 class Signal(NamedTuple):
@@ -176,3 +204,12 @@ class Watch(NamedTuple):
 
 class ReapAll(NamedTuple):
     on: bool
+
+
+# -- to the journal ---------------------------------------------------------------
+
+class Told(NamedTuple):
+    """Group `group` was told `level` (None: halted): the level it heads for."""
+
+    group: str
+    level: str | None

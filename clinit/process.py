@@ -27,6 +27,13 @@ not a subreaper fails the last check: the leftovers are then logged and
 left alone.  A process that starts a session of its own (setsid) has left
 the group and is out of reach, as with any process-group based init.
 
+Adoption.  `Adopt` hands the actor a process an earlier daemon left
+running (adoption.py): the `adopt` rows put it in RUNNING (wait) or DONE
+with that pid, watched through its pidfd (pidwatch.py; its exit status
+is unknown, `rc` None) and signalled only while the pidfd shows it alive;
+the `ran` rows restore an entry that had run and exited (a respawn entry
+is restarted at once).
+
 Faults.  An exception inside the actor (a bug, or an injected fault) is
 caught around every message: it is logged with the tag and the state,
 the group hears `messages.Fault`, and the actor stops its process with
@@ -50,10 +57,12 @@ from typing import Any, NamedTuple
 
 import pykka
 
-from . import output, reaper, timers
+from . import output, pidwatch, reaper, timers
 from .actor import Actor
+from .adoption import signal_group, signal_remnant
 from .fsm import ANY, Machine, row, to_dot
-from .messages import Down, Exited, Fault, ProcessChanged, Stopped, Tick, Up
+from .journal import start_wall
+from .messages import Adopt, Down, Exited, Fault, ProcessChanged, Stopped, Tick, Up
 from .pgroups import Leftovers, claim, killpg, owner, release
 
 __all__ = ["Process", "ProcessState", "Timings", "TABLE", "dot", "InjectedFault"]
@@ -99,6 +108,14 @@ _STOPPABLE = (S.RUNFG, S.RUNBG, S.RUNTEST, S.RUNNING, S.DONE, S.PAUSING, S.TESTI
 
 TABLE = (
     row(S.CONFIGURED, "start", S.SETUP, action="check_mode", note="the mode picks the way"),
+    # taking over from an earlier daemon killed with SIGKILL (Adopt, adoption.py)
+    row(S.CONFIGURED, "adopt", S.RUNNING, guard="is_wait", action="watch_adopted",
+        note="a wait entry's process an earlier daemon left running"),
+    row(S.CONFIGURED, "adopt", S.DONE, action="watch_adopted",
+        note="a background process an earlier daemon left running"),
+    row(S.CONFIGURED, "ran", S.DONE, note="it ran and exited under an earlier daemon"),
+    row(S.CONFIGURED, "ran_pass", S.PASS, note="a test that passed under an earlier daemon"),
+    row(S.CONFIGURED, "ran_fail", S.FAIL, note="a test that failed under an earlier daemon"),
     row(S.SETUP, "wait", S.RUNFG, action="exec"),
     row(S.SETUP, "test", S.RUNTEST, action="exec"),
     row(S.SETUP, "once", S.RUNBG, action="exec"),
@@ -197,6 +214,7 @@ class Process(Actor):
         self._leftovers: Leftovers | None = None
         self._stopping_leader = False  # the stop under way began with a live leader
         self._clearing = False  # PAUSING: the last instance's leftovers are being stopped
+        self._pidfd: int | None = None  # the leader is adopted (not our child): its pidfd
         self._name = f"{entry.group}/{entry.tag}"  # how log records name it
 
     # -- public API (through a proxy): each is the same way in as its message
@@ -247,6 +265,8 @@ class Process(Actor):
                 if gen == self._gen:
                     self._timer = None
                     self.machine.fire(event)
+            case Adopt():
+                self._adopt(message)
             case _:
                 log.warning("%s: unknown message %r", self._name, message)
 
@@ -259,7 +279,7 @@ class Process(Actor):
                  "" if expected else " (unexpected: respawning)")
         if self.entry.mode == "respawn" and state is not S.STOPPING:
             self._count_failure()
-        if state is not S.STOPPING:
+        if state is not S.STOPPING and self._pidfd is None:  # an adopted group is not provably ours
             self._remember_leftover(self._pgid)
         self.machine.fire("exited")
 
@@ -344,6 +364,7 @@ class Process(Actor):
         # The actor ends: its process must not outlive it.
         timers.cancel(self._timer)
         self._kill_all()
+        self._close_pidfd()
         if self._pgid is not None:
             release(self._pgid, self.actor_urn)
         if self._leftovers is not None:
@@ -351,7 +372,7 @@ class Process(Actor):
 
     def _kill_all(self) -> None:
         if self._pgid is not None and self._pid is not None:
-            killpg(self._pgid, signal.SIGKILL)
+            self._signal_leader(signal.SIGKILL)
         for pgid in self._live_leftovers(watch=False):
             killpg(pgid, signal.SIGKILL)
 
@@ -388,6 +409,7 @@ class Process(Actor):
         if self._pid is None and self._pgid is not None:
             release(self._pgid, self.actor_urn)
             self._pgid = None
+            self._close_pidfd()
         if self._leftovers is not None:
             self._leftovers.forget()
             self._leftovers = None
@@ -396,6 +418,9 @@ class Process(Actor):
 
     def is_respawn(self) -> bool:
         return self.entry.mode == "respawn"
+
+    def is_wait(self) -> bool:
+        return self.entry.mode == "wait"
 
     def clearing(self) -> bool:
         return self._clearing
@@ -414,6 +439,7 @@ class Process(Actor):
             self._throttled_until = None
             log.info("%s: respawn pause over: resuming", self._name)
         self._last_start = time.monotonic()
+        self._close_pidfd()  # an adopted leader's group is behind us
         try:
             env = dict(os.environ, CLINIT_GROUP=self.entry.group, CLINIT_TAG=self.entry.tag,
                        CLINIT_LEVEL=self.level)  # built per spawn: idle actors stay small
@@ -516,7 +542,7 @@ class Process(Actor):
 
     def _signal_all(self, sig: int) -> None:
         if self._pid is not None:
-            killpg(self._pgid, sig)
+            self._signal_leader(sig)
         for pgid in self._live_leftovers():
             killpg(pgid, sig)
 
@@ -541,11 +567,49 @@ class Process(Actor):
         # unless every member died and the kernel went round all pids since.)
         if self._stopping_leader and owner(self._pgid) == self.actor_urn:
             killpg(self._pgid, signal.SIGKILL)
+        elif self._stopping_leader and self._pidfd is not None:
+            signal_remnant(self._pgid, signal.SIGKILL)
         for pgid in self._live_leftovers(watch=False):
             killpg(pgid, signal.SIGKILL)
         self._stopping_leader = False
         self.forget_groups()
         self._ack_stop()
+
+    # -- adoption: a process an earlier daemon left (adoption.py) -----------
+
+    def _adopt(self, adopt: Adopt) -> None:
+        """The table's `adopt`, `ran`, `ran_pass` or `ran_fail` row."""
+        if self.machine.state is not S.CONFIGURED:
+            log.warning("%s: cannot adopt in state %s", self._name, self.machine.state)
+            if adopt.pidfd is not None:
+                os.close(adopt.pidfd)
+            return
+        self.rc = adopt.rc
+        if adopt.event == "adopt":
+            self._pid = self._pgid = adopt.pid
+            self._pidfd = adopt.pidfd
+            self._started = start_wall(adopt.start)
+        self.machine.fire(adopt.event)
+        if adopt.event == "ran" and self.is_respawn():
+            self.machine.fire("exited")  # it died while no daemon watched: respawn it
+
+    def watch_adopted(self) -> None:
+        log.info("%s: adopted pid %d, left running by an earlier daemon (%s, level %s)",
+                 self._name, self._pid, self.entry.mode, self.level)
+        pidwatch.watch(self._pidfd, self._pid, self.actor_ref)
+
+    def _signal_leader(self, sig: int) -> None:
+        """Signal the leader's process group: ours with killpg, an adopted
+        one only while its pidfd shows the leader alive (adoption.py)."""
+        if self._pidfd is not None:
+            signal_group(self._pidfd, self._pgid, sig)
+        else:
+            killpg(self._pgid, sig)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 @atexit.register

@@ -28,11 +28,14 @@ class StatusWriter(Actor):
 
     use_daemon_thread = True
 
-    def __init__(self, path: str, heartbeat: float = 45.0):
+    def __init__(self, path: str, heartbeat: float = 45.0, initial=()):
         super().__init__()
         self.path = path
         self.heartbeat = heartbeat
-        self.groups: dict[str, tuple[str, str]] = {}
+        # `initial`: GroupChanged of groups restored from the journal, so that
+        # the first write already shows them as they were (journal.py)
+        self.groups: dict[str, tuple[str, str]] = {
+            g.name: (str(g.level), str(g.state)) for g in initial}
         self._queued = False
         self._error: str | None = None
         self._timer = None

@@ -119,6 +119,20 @@ def zombies_of(ppid: int) -> list[int]:
     return [pid for pid, state in all_children(ppid) if state == b"Z"]
 
 
+def orphan(command: str, running: bool = True) -> int:
+    """Start `sh -c command` in a session of its own as a grandchild whose
+    parent exits at once: like a survivor of a SIGKILLed daemon, it is not
+    our child (re-parented to init).  Its pid, once it runs."""
+    code = ("import os; print(os.posix_spawn('/bin/sh', ['/bin/sh', '-c', %r], dict(os.environ), "
+            "setsid=True, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), "
+            "(os.POSIX_SPAWN_DUP2, 1, 2)]))" % command)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    pid = int(out.stdout)
+    if running:
+        wait_for(lambda: alive(pid))
+    return pid
+
+
 def raw_request(path, data: bytes, timeout: float = 20.0) -> bytes:
     """Send raw bytes on a daemon's socket, then end our side (so a request
     without its newline is seen as incomplete at once); the answer line."""
@@ -276,6 +290,18 @@ class Daemon:
     def wait_state(self, group, level, state, timeout=10.0) -> None:
         wait_for(lambda: self.status(group, level) == state, timeout=timeout,
                  message=f"{group} never reached {level} {state}; status: {self.status()!r}")
+
+    def journaled(self, pids) -> None:
+        """Wait until the daemon's journal names `pids` (it is written a moment
+        after each change: a process started just before a SIGKILL may be missing)."""
+        from clinit.journal import loads
+
+        def named():
+            try:
+                return {r.pid for r in loads((self.folder / "clstat.journal").read_text()).members}
+            except (OSError, ValueError):
+                return set()
+        wait_for(lambda: set(pids) <= named(), message=f"the journal never named {pids}")
 
     def log_text(self) -> str:
         try:

@@ -18,8 +18,11 @@ import pytest
 from clinit import Entry, Process, ProcessState
 from clinit.fsm import ANY, Machine
 from clinit.process import TABLE, Timings
-from clinit.messages import ProcessChanged, Stopped
-from conftest import FAST, Recorder, gone, proc_state, proc_status, wait_for
+from clinit.journal import proc_start
+from clinit.messages import Adopt, ProcessChanged, Stopped
+from clinit.pgroups import proc_table
+from conftest import (FAST, Recorder, gone, orphan, proc_state, proc_status, stat_fields,
+                      wait_for)
 
 S = ProcessState
 
@@ -287,6 +290,96 @@ def _kill_a_stubborn_process(run, tmp_path):
     assert p.state().get() is S.STOPPING
     settle(p, S.CONFIGURED)
     return p, pid
+
+
+# -- adoption: processes an earlier daemon left running (not our children) ------
+
+def _adopt(p, pid: int) -> None:
+    """Hand `p` the survivor `pid`, as the daemon does after reading its journal."""
+    p.actor_ref.tell(Adopt("adopt", pid, os.pidfd_open(pid), proc_start(pid)))
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@scenario((S.CONFIGURED, "adopt", S.RUNNING), (S.RUNNING, "exited", S.DONE))
+def an_adopted_wait_process_runs_until_it_exits(run, tmp_path):
+    pid = orphan("exec sleep 1000")
+    try:
+        p = run(entry("exec sleep 1000", "wait"))
+        _adopt(p, pid)
+        settle(p, S.RUNNING)
+        assert p.pid().get() == pid
+        os.kill(pid, signal.SIGTERM)
+        settle(p, S.DONE)
+        assert p.rc.get() is None  # its status went to init
+        return p.transitions().get()
+    finally:
+        _kill_group(pid)
+
+
+@scenario((S.CONFIGURED, "adopt", S.DONE), (S.DONE, "stop", S.STOPPING),
+          (S.STOPPING, "exited", S.CONFIGURED))
+def an_adopted_process_is_stopped_with_the_ladder_group_and_all(run, tmp_path):
+    got = tmp_path / "got"
+    # the background sleep ignores SIGINT (sh), so only the final SIGKILL of the group ends it
+    command = f"trap 'echo INT >> {got}; exit 0' INT; sleep 1000 & wait"
+    pid = orphan(command)
+    wait_for(lambda: len(_group_members(pid)) == 2)
+    p = run(entry(command, "once"))
+    _adopt(p, pid)
+    settle(p, S.DONE)
+    p.down().get()
+    settle(p, S.CONFIGURED)
+    assert got.read_text() == "INT\n"
+    wait_for(lambda: not _group_members(pid))
+    return p.transitions().get()
+
+
+def _group_members(pgid: int) -> list[int]:
+    return [pid for pid, (state, _, pgrp, _) in proc_table().items()
+            if pgrp == pgid and state != b"Z"]
+
+
+@scenario((S.CONFIGURED, "adopt", S.DONE), (S.DONE, "exited", S.PAUSING),
+          (S.PAUSING, "continue", S.RUNBG))
+def an_adopted_respawn_process_that_dies_is_restarted_as_our_child(run, tmp_path):
+    pid = orphan("exec sleep 1000")
+    p = run(entry("exec sleep 1000", "respawn"))
+    _adopt(p, pid)
+    settle(p, S.DONE)
+    _kill_group(pid)
+    wait_for(lambda: p.pid().get() not in (None, pid))
+    assert stat_fields(p.pid().get())[1] == str(os.getpid()).encode()
+    settle(p, S.DONE)
+    return p.transitions().get()
+
+
+@scenario((S.CONFIGURED, "ran", S.DONE), (S.CONFIGURED, "ran_pass", S.PASS),
+          (S.CONFIGURED, "ran_fail", S.FAIL))
+def entries_that_ran_under_an_earlier_daemon_come_back_finished(run, tmp_path):
+    seen = []
+    for mode, event, state in (("once", "ran", S.DONE), ("wait", "ran", S.DONE),
+                               ("test", "ran_pass", S.PASS), ("test", "ran_fail", S.FAIL)):
+        p = run(entry("exit 0", mode))
+        p.actor_ref.tell(Adopt(event, rc=0 if state is S.PASS else 1))
+        settle(p, state)
+        assert p.pid().get() is None
+        seen += p.transitions().get()
+    return seen
+
+
+@scenario((S.CONFIGURED, "ran", S.DONE), (S.DONE, "exited", S.PAUSING))
+def a_respawn_entry_whose_process_died_between_two_daemons_is_restarted(run, tmp_path):
+    p = run(entry("exec sleep 1000", "respawn"))
+    p.actor_ref.tell(Adopt("ran"))
+    wait_for(lambda: p.pid().get() is not None)
+    settle(p, S.DONE)
+    return p.transitions().get()
 
 
 PASSED_THROUGH = {

@@ -107,6 +107,12 @@ class Stub:
     def is_respawn(self) -> bool:
         return self.respawn
 
+    def is_wait(self) -> bool:  # adopt: RUNNING for a wait entry, else DONE
+        return not self.respawn
+
+    def clearing(self) -> bool:  # PAUSING: stopping the last instance's leftovers
+        return self.running
+
     def alive(self) -> bool:
         return self.running
 

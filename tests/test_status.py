@@ -138,7 +138,8 @@ def test_the_file_is_replaced_atomically_and_leaves_no_temporary_files(make_daem
     old.seek(0)
     assert old.read() == old_text
     old.close()
-    assert sorted(os.listdir(d.folder)) == ["clinit.sock", "clstat", "cltab", "daemon.log"]
+    assert sorted(os.listdir(d.folder)) == ["clinit.sock", "clstat", "clstat.journal", "cltab",
+                                            "daemon.log"]
 
 
 # -- the writer actor ---------------------------------------------------------------
