@@ -415,6 +415,8 @@ class Daemon(Actor):
             ref = Group.start(g.name, self.cltab.path, self.actor_ref, self.settings)
             self.groups[g.name] = ref
             self.states[g.name] = GroupState[g.state]
+            self.told[g.name] = self.cltab  # what it was restored against
+            self.board.group_changed(g.name, g.level, g.state, 0)
             ref.tell(Restore(g.level, g.state, g.resume, g.members, self.cltab))
         timings = Timings.from_settings({**self.settings, **self.cltab.settings})
         for record, adopt, why in takeover.strays:

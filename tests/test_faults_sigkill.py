@@ -165,7 +165,7 @@ def test_the_next_daemon_adopts_what_the_killed_one_left(make_daemon, tmp_path):
         assert d.children() == []  # adopted, not restarted: still init's children
 
         # a re-tell of the same level starts no duplicate and re-runs nothing
-        assert d.tell("g", "1") == "level transition started"
+        assert d.tell("g", "1").startswith("level transition started")
         d.wait_state("g", "1", "DONE")
         assert leaders() == before and d.children() == []
         assert (tmp_path / "runs").read_text() == "z\n"
@@ -181,7 +181,7 @@ def test_the_next_daemon_adopts_what_the_killed_one_left(make_daemon, tmp_path):
         assert (tmp_path / "runs").read_text() == "z\nafter\n"
 
         # another level stops them with the ladder: SIGINT first, group and all
-        assert d.tell("g", "2") == "level transition started"
+        assert d.tell("g", "2").startswith("level transition started")
         d.wait_state("g", "2", "DONE")
         wait_for(lambda: all(gone(pid) for pid in family))
         assert (tmp_path / "signals").read_text() == "INT\n"
