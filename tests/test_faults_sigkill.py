@@ -12,6 +12,7 @@ changed or vanished are stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -163,6 +164,16 @@ def test_the_next_daemon_adopts_what_the_killed_one_left(make_daemon, tmp_path):
         assert shown.endswith("cltab unchanged\ng 1 DONE\nw 1 STARTING\n")
         assert leaders() == before and all(alive(pid) for pid in family)
         assert d.children() == []  # adopted, not restarted: still init's children
+        # the daemon shows each adopted process with its pid and its real uptime
+        def rows():
+            return json.loads(d.cli("--status", "--processes", "--json", check=0).stdout)["processes"]
+
+        rows = wait_for(lambda: (lambda r: r if {x["tag"]: x["pid"] for x in r if x["pid"]}
+                                 == before else None)(rows()))
+        assert all(r["uptime"] > 0 for r in rows if r["pid"] is not None)
+        assert {r["tag"]: r["state"] for r in rows} == {
+            "a": "DONE", "b": "DONE", "e": "DONE", "z": "DONE", "c": "DONE", "w": "RUNNING",
+            "after": "CONFIGURED"}
 
         # a re-tell of the same level starts no duplicate and re-runs nothing
         assert d.tell("g", "1").startswith("level transition started")
