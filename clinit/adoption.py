@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
 from typing import NamedTuple
 
 from .cltab import Entry

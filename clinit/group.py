@@ -43,7 +43,7 @@ from . import reaper
 from .actor import Actor
 from .cltab import load_cltab
 from .fsm import ANY, Machine, row, to_dot
-from .messages import (Adopt, Down, Fault, GroupChanged, Halt, MemberChanged, ProcessChanged,
+from .messages import (Down, Fault, GroupChanged, Halt, MemberChanged, ProcessChanged,
                        Restore, Stopped, Tell, Up)
 from .process import Process, ProcessState, Timings, injected_fault
 

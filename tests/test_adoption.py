@@ -72,15 +72,9 @@ def test_survivors_are_found_by_pid_and_start_time(orphans):
 
 def test_a_survivor_must_still_lead_its_session(orphans):
     leader = orphans("sleep 1000 & echo $! > /dev/null; wait")
-    member = next(pid for pid in range(leader + 1, leader + 100)
-                  if proc_start(pid) is not None and _pgid(pid) == leader)
+    member = wait_for(lambda: [pid for pid in _members(leader) if pid != leader])[0]
     found, lost = find_survivors(snap([], [record("m", member)]))
     assert not found and lost == [record("m", member)]
-
-
-def _pgid(pid):
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return int(f.read().rsplit(b")", 1)[1].split()[2])
 
 
 CLTAB = """
