@@ -45,7 +45,7 @@ __all__ = ["GroupRecord", "MemberRecord", "Snapshot", "JournalError", "JournalWr
 log = logging.getLogger("clinit.journal")
 
 VERSION = 1
-MIN_GAP = 0.02  # seconds at least between two writes (each is the whole file) ...
+MIN_GAP = 0.02  # seconds from a change to its write, and at least between two writes ...
 GAP_FACTOR = 20  # ... and at least 20 times what the last write took (<= 5 % of a core) ...
 MAX_GAP = 1.0  # ... but never more than this
 MODE = 0o600  # commands may carry what only the daemon's user should read
@@ -245,9 +245,11 @@ def load(path: str) -> Snapshot | None:
 # -- the writer ---------------------------------------------------------------
 
 class JournalWriter(Actor):
-    """Keeps the journal true: one atomic write per burst of messages, and
-    (each write is the whole file) at most one every MIN_GAP seconds, or 20
-    times what the last one took if more: a process started just before a
+    """Keeps the journal true: one atomic write per burst of messages,
+    MIN_GAP seconds after its first (so a burst is written once, after it
+    ended), and (each write is the whole file) at most one every MIN_GAP
+    seconds, or 20 times what the last one took if more; nothing is written
+    when the burst changed nothing.  A process started just before a
     SIGKILL may be missing (the next daemon warns of it by its environment).
 
     Messages: `GroupChanged`, `DropGroup`, `Told` (a tell or halt: the
@@ -280,6 +282,7 @@ class JournalWriter(Actor):
         self._queued = False
         self._last = 0.0  # monotonic time of the last write
         self._gap = MIN_GAP  # seconds from one write to the next, at least
+        self._written: str | None = None  # what the file holds
         self._error: str | None = None
         self._removed = False
 
@@ -309,13 +312,10 @@ class JournalWriter(Actor):
             case _:
                 log.warning("journal: unknown message %r", message)
                 return
-        if not self._queued:  # behind every update already queued: one write a burst
+        if not self._queued:  # one write a burst, off the burst's critical path
             self._queued = True
-            wait = self._last + self._gap - time.monotonic()
-            if wait > 0:
-                timers.after(wait, self.actor_ref, m.Flush())
-            else:
-                self.actor_ref.tell(m.Flush())
+            wait = max(MIN_GAP, self._last + self._gap - time.monotonic())
+            timers.after(wait, self.actor_ref, m.Flush())
 
     def _set(self, record: MemberRecord) -> None:
         key = (record.group, record.tag)
@@ -381,8 +381,11 @@ class JournalWriter(Actor):
             return
         self._last = time.monotonic()
         self._read_starts()
+        text = self._text()
+        if text == self._written:
+            return  # a burst that ended as it began (a re-tell of the same level)
         try:
-            write_atomically(self.path, self._text(), MODE)
+            write_atomically(self.path, text, MODE)
             took = time.monotonic() - self._last
             self._gap = min(MAX_GAP, max(MIN_GAP, GAP_FACTOR * took))
         except OSError as err:
@@ -390,6 +393,7 @@ class JournalWriter(Actor):
                 log.error("cannot write journal %s: %s", self.path, err)
             self._error = str(err)
             return
+        self._written = text
         if self._error is not None:
             log.warning("journal %s written again", self.path)
             self._error = None
