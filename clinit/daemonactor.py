@@ -58,7 +58,8 @@ from .adoption import describe, stray_entry, take_over
 from .cltab import CltabError, file_stamp, load_cltab
 from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
-from .journal import JournalWriter, journal_path
+from .journal import journal_path
+from .journalwriter import JournalWriter
 from .messages import (Down, DropGroup, GroupChanged, Halt, Hangup, Listening, MemberChanged,
                        ProcessChanged, Request, Restore, ShutdownTimeout, Signal, Stopped, Tell,
                        Told, WaitExpired)

@@ -11,7 +11,8 @@ replaced atomically after every burst of changes, that records
   and start time (`/proc/PID/stat` field 22, clock ticks since boot:
   with the pid, it names one process even if the pid is reused).
 
-The next daemon reads it (`load`), and `adoption.py` finds the survivors
+The daemon's `journalwriter.py` keeps it; the next daemon reads it
+(`load`), and `adoption.py` finds the survivors
 and decides what to adopt.  A clean shutdown removes the file: nothing
 it named still runs.
 
@@ -31,24 +32,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any, NamedTuple
 
-from . import messages as m
-from . import timers
-from .actor import Actor
-from .clstat import write_atomically
-
-__all__ = ["GroupRecord", "MemberRecord", "Snapshot", "JournalError", "JournalWriter",
-           "journal_path", "proc_start", "start_wall", "boot_id", "dumps", "loads", "load", "VERSION"]
+__all__ = ["GroupRecord", "MemberRecord", "Snapshot", "JournalError", "journal_path",
+           "proc_start", "start_wall", "boot_id", "dumps", "loads", "load", "member_line",
+           "group_line", "head_line", "state_name", "VERSION"]
 
 log = logging.getLogger("clinit.journal")
 
 VERSION = 1
-MIN_GAP = 0.02  # seconds from a change to its write, and at least between two writes ...
-GAP_FACTOR = 20  # ... and at least 20 times what the last write took (<= 5 % of a core) ...
-MAX_GAP = 1.0  # ... but never more than this
-MODE = 0o600  # commands may carry what only the daemon's user should read
 
 
 class GroupRecord(NamedTuple):
@@ -123,24 +115,24 @@ def boot_id() -> str | None:
 # -- the file format ----------------------------------------------------------
 
 def dumps(snapshot: Snapshot) -> str:
-    return "".join([_head_line(snapshot.daemon, snapshot.daemon_start, snapshot.boot),
-                    *map(_group_line, snapshot.groups), *map(_member_line, snapshot.members)])
+    return "".join([head_line(snapshot.daemon, snapshot.daemon_start, snapshot.boot),
+                    *map(group_line, snapshot.groups), *map(member_line, snapshot.members)])
 
 
 def _line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def _head_line(daemon: int, daemon_start: int | None, boot: str | None) -> str:
+def head_line(daemon: int, daemon_start: int | None, boot: str | None) -> str:
     return _line({"clinit_journal": VERSION, "daemon": daemon, "daemon_start": daemon_start,
                   "boot": boot})
 
 
-def _group_line(g: GroupRecord) -> str:
+def group_line(g: GroupRecord) -> str:
     return _line({"group": g.name, "level": g.level, "state": g.state, "target": g.target})
 
 
-def _member_line(m: MemberRecord) -> str:
+def member_line(m: MemberRecord) -> str:
     return _line({"process": m.tag, "group": m.group, "mode": m.mode, "command": m.command,
                   "state": m.state, "rc": m.rc, "pid": m.pid, "start": m.start})
 
@@ -242,170 +234,5 @@ def load(path: str) -> Snapshot | None:
     return snapshot
 
 
-# -- the writer ---------------------------------------------------------------
-
-class JournalWriter(Actor):
-    """Keeps the journal true: one atomic write per burst of messages,
-    MIN_GAP seconds after its first (so a burst is written once, after it
-    ended), and (each write is the whole file) at most one every MIN_GAP
-    seconds, or 20 times what the last one took if more; nothing is written
-    when the burst changed nothing.  A process started just before a
-    SIGKILL may be missing (the next daemon warns of it by its environment).
-
-    Messages: `GroupChanged`, `DropGroup`, `Told` (a tell or halt: the
-    group's target), `MemberChanged` (a process's state, with its entry),
-    `Flush`.  `remove()` when the daemon exits (nothing it ran runs on).
-
-    A new process's start time is read when the burst is written, and
-    only while the process is still the daemon's child: a pid that died
-    and was reused meanwhile is recorded without one (as not running),
-    and never adopted.  Each record's line is kept encoded, so a write
-    re-encodes only what changed since the last.
-    """
-
-    use_daemon_thread = True
-
-    def __init__(self, path: str, seed: Snapshot | None = None):
-        super().__init__()
-        self.path = path
-        self.me = os.getpid()
-        self.head = _head_line(self.me, proc_start(self.me), boot_id())
-        self.groups: dict[str, GroupRecord] = {}
-        self.members: dict[tuple[str, str], MemberRecord] = {}
-        self._lines: dict[tuple[str, str], str] = {}  # members' encoded lines
-        self._unstarted: set[tuple[str, str]] = set()  # running, start time not read yet
-        self._dirty: set[tuple[str, str]] = set()  # changed since their line was encoded
-        for group in (seed.groups if seed else ()):
-            self.groups[group.name] = group
-        for member in (seed.members if seed else ()):  # adopted: start times known
-            self._set(member)
-        self._queued = False
-        self._last = 0.0  # monotonic time of the last write
-        self._gap = MIN_GAP  # seconds from one write to the next, at least
-        self._written: str | None = None  # what the file holds
-        self._error: str | None = None
-        self._removed = False
-
-    def on_start(self) -> None:
-        self._write()
-
-    def on_receive(self, message: Any) -> None:
-        match message:
-            case m.GroupChanged(name, level, state):
-                old = self.groups.get(name)
-                self.groups[name] = GroupRecord(name, None if level is None else str(level),
-                                                _name(state), old.target if old else None)
-                if _name(state) == "CONFIGURED":  # halted: it holds no process
-                    self._drop_members(name)
-            case m.Told(name, level):
-                old = self.groups.get(name) or GroupRecord(name, None, "CONFIGURED")
-                self.groups[name] = old._replace(target=level)
-            case m.DropGroup(name):
-                self.groups.pop(name, None)
-                self._drop_members(name)
-            case m.MemberChanged(group, change, entry):
-                self._note(group, change, entry)
-            case m.Flush():
-                self._queued = False
-                self._write()
-                return
-            case _:
-                log.warning("journal: unknown message %r", message)
-                return
-        if not self._queued:  # one write a burst, off the burst's critical path
-            self._queued = True
-            wait = max(MIN_GAP, self._last + self._gap - time.monotonic())
-            timers.after(wait, self.actor_ref, m.Flush())
-
-    def _set(self, record: MemberRecord) -> None:
-        key = (record.group, record.tag)
-        self.members[key] = record
-        self._lines.setdefault(key, "")  # its place in the file: first noted, first written
-        self._dirty.add(key)
-        if record.pid is not None and record.start is None:
-            self._unstarted.add(key)
-        else:
-            self._unstarted.discard(key)
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        self.members.pop(key, None)
-        self._lines.pop(key, None)
-        self._unstarted.discard(key)
-        self._dirty.discard(key)
-
-    def _note(self, group: str, change: m.ProcessChanged, entry) -> None:
-        key = (group, change.tag)
-        old = self.members.get(key)
-        state = _name(change.state)
-        if state == "CONFIGURED" and change.pid is None:  # stopped and forgotten
-            self._forget(key)
-            return
-        if entry is not None:
-            mode, command = entry.mode, entry.command
-        elif old is not None:
-            mode, command = old.mode, old.command
-        else:
-            return  # nothing to know it by
-        start = old.start if old is not None and old.pid == change.pid else None
-        self._set(MemberRecord(group, change.tag, mode, command, state, change.rc,
-                               change.pid, start))
-
-    def _drop_members(self, group: str) -> None:
-        for key in [k for k in self.members if k[0] == group]:
-            self._forget(key)
-
-    def snapshot(self) -> Snapshot:
-        """What the journal holds now (reading the start times still unknown)."""
-        self._read_starts()
-        return loads(self._text())
-
-    def _read_starts(self) -> None:
-        for key in list(self._unstarted):
-            member = self.members[key]
-            start = proc_start(member.pid, parent=self.me)
-            if start is not None:
-                self._set(member._replace(start=start))
-
-    def _text(self) -> str:
-        for key in self._dirty:  # encoded once a write, however often it changed
-            record = self.members[key]
-            if key in self._unstarted:
-                record = record._replace(pid=None)  # not known to be running yet
-            self._lines[key] = _member_line(record)
-        self._dirty.clear()
-        return "".join([self.head, *map(_group_line, self.groups.values()),
-                        *self._lines.values()])
-
-    def _write(self) -> None:
-        if self._removed:
-            return
-        self._last = time.monotonic()
-        self._read_starts()
-        text = self._text()
-        if text == self._written:
-            return  # a burst that ended as it began (a re-tell of the same level)
-        try:
-            write_atomically(self.path, text, MODE)
-            took = time.monotonic() - self._last
-            self._gap = min(MAX_GAP, max(MIN_GAP, GAP_FACTOR * took))
-        except OSError as err:
-            if str(err) != self._error:
-                log.error("cannot write journal %s: %s", self.path, err)
-            self._error = str(err)
-            return
-        self._written = text
-        if self._error is not None:
-            log.warning("journal %s written again", self.path)
-            self._error = None
-
-    def remove(self) -> None:
-        """A clean shutdown: nothing named in the journal runs any more."""
-        self._removed = True
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
-def _name(state: Any) -> str:
+def state_name(state: Any) -> str:
     return getattr(state, "name", None) or str(state)

@@ -1,4 +1,4 @@
-"""The journal file (clinit/journal.py): its format, start times, the writer,
+"""The journal file (clinit/journal.py, journalwriter.py): its format, start times, the writer,
 and what a missing or corrupt journal gives (a clear log line, no adoption)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 from conftest import wait_for
 from clinit import messages as m
 from clinit.cltab import parse_cltab
-from clinit.journal import (GroupRecord, JournalError, JournalWriter, MemberRecord, Snapshot,
-                            boot_id, dumps, journal_path, load, loads, proc_start)
+from clinit.journal import (GroupRecord, JournalError, MemberRecord, Snapshot, boot_id, dumps,
+                            journal_path, load, loads, proc_start)
+from clinit.journalwriter import JournalWriter
 
 
 def noted(group, tag, mode, command, state, rc, pid) -> m.MemberChanged:
