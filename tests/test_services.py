@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,48 @@ def test_a_sigkilled_nginx_master_comes_back_once_its_workers_released_the_port(
     d.tell("web", "stop")
     d.wait_state("web", "stop", "DONE")
     wait_for(lambda: http_get(port) is None)
+
+
+REDIS = shutil.which("redis-server")
+needs_redis = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+
+
+def redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@needs_redis
+def test_a_restarted_daemon_adopts_a_real_redis_that_rewrote_its_title(make_daemon, tmp_path):
+    # redis sets its process title over its argv and environment, so the
+    # CLINIT_SOCKET a survivor carries is gone: only the journal names it
+    port = free_port()
+    d = make_daemon(f"cache:redis:1:respawn:exec {REDIS} --port {port} --bind 127.0.0.1 "
+                    f"--save '' --appendonly no --dir {tmp_path}\n", **STOP_DELAYS)
+    d.tell("cache", "1")
+    d.wait_state("cache", "1", "DONE")
+    wait_for(lambda: redis_ping(port), timeout=20)
+    pid, = d.children()
+    # its title is written over its environment: CLINIT_SOCKET no longer shows
+    wait_for(lambda: b"CLINIT_SOCKET" not in Path(f"/proc/{pid}/environ").read_bytes())
+    d.journaled([pid])
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(timeout=10)
+    d._log.close()
+    d.start()
+    # the same redis, still serving, adopted: the group is as it was, before any tell
+    d.wait_state("cache", "1", "DONE")
+    assert redis_ping(port) and not gone(pid)
+    restart_log = d.log_text().split("ended without a shutdown")[-1]
+    assert "1 of its 1 running processes still run" in restart_log and str(pid) in restart_log
+    # a re-tell starts no second redis (the adopted one is not the new daemon's child)
+    d.cli("cache", "1", "--wait", check=0)
+    assert d.children() == []
+    assert redis_ping(port) and not gone(pid)
+    # a stop reaches it with the ladder
+    d.cli("cache", "0", "--wait", check=0)
+    wait_for(lambda: gone(pid) and not redis_ping(port))
