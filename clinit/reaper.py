@@ -1,135 +1,445 @@
-"""The SIGCHLD bridge: the only place where children are reaped.
+"""The SIGCHLD bridge: the one place that reaps, forwarding each exit to its owner.
 
-SIGCHLD is caught through Python's wakeup pipe: a small thread reads the
-caught signal numbers from it and tells the Reaper actor that something
-exited (once per burst), so nothing depends on what the main thread is
-doing.  Other signals (the daemon's SIGTERM, SIGINT, SIGHUP) are routed
-the same way with `on_signal`.  The
-Reaper collects every exit status with non-blocking `waitpid` and sends
-`("exited", pid, status)` to the actor that registered the pid with
-`watch`.  An exit that arrives before its owner registered the pid is
-never lost: in reap-all mode (the daemon, which owns every child) the
-status is held until the owner registers; in watched mode (a library
-user's process, which may have children of its own) the zombie simply
-waits until `watch` reaps it.
+What wakes it.  Every watched pid gets a pidfd (`os.pidfd_open`, Linux
+5.3+), which the Reaper actor adds to an epoll set.  One thread
+("clinit-pidfd") waits on that set, plus a wake pipe for a new timeout
+or a stop, and tells the Reaper `Wake()` when some pidfds became
+readable (a pidfd is readable once its process has exited).  The Reaper
+collects each such child with `waitid(P_PIDFD, fd, WEXITED|WNOHANG)`,
+closes its pidfd and sends the owner `messages.Exited(pid, status)`,
+`status` a wait status as `os.waitpid` gives it (owners call
+`os.waitstatus_to_exitcode`).  A pidfd names one process, so a reused pid
+never gets an old status, and an exit that happened before `watch` is not
+lost: the pidfd of a zombie is readable at once.  Library use therefore
+needs no signal handler at all and never touches SIGCHLD or the signal
+wakeup fd: an asyncio loop, a test harness that puts back the handlers it
+found, or any other owner of SIGCHLD may do what it likes with them.
+(Raw epoll, not `selectors`: epoll_ctl is safe while another thread
+waits, so the Reaper registers and closes pidfds itself, at once.)
 
-A message that raises inside the Reaper is logged and dropped, and the
-bridge goes on reaping (a dead bridge would leave zombies); if it is
-ever found dead anyway, `ensure`/`watch` start a new one in the mode the
-last one had.
+Not our child.  `watch` also takes a pid that is not a child of this
+process (a survivor of an earlier daemon, adopted): pidfd_open works for
+any process, but its status cannot be collected, so its owner gets
+`Exited(pid, None)`.  The same goes for a child that someone else reaped
+first (a `waitpid(-1)` elsewhere in the process, or SIGCHLD set to
+SIG_IGN, which makes the kernel reap it): logged, and `Exited(pid, None)`.
+A pid that no longer exists when `watch` comes gives `Exited(pid, None)`
+at once (with a warning), unless the daemon's sweep holds its status.
+
+The daemon (`ensure(reap_all=True)`).  It is a child subreaper, so
+orphaned grandchildren are re-parented to it and nobody watches them.  It
+keeps a SIGCHLD route (through the wakeup-fd signal thread that also
+carries its SIGTERM, SIGINT and SIGHUP, see `on_signal`), and on every
+wake the Reaper sweeps with `waitpid(-1, WNOHANG)`: it reaps every exited
+child, watched or not.  A watched pid's status goes to its owner (its
+pidfd is then closed; a late readiness report for that fd number is
+checked and found stale: the pid it names now has not exited, or no
+pid is watched through it).  Any other status is held
+(at most HELD_MAX): a child that exits between its spawn and its `watch`
+is swept like an orphan, and its status must reach the owner once the
+watch comes.  A held status is trusted only if the pid names no live
+child of ours when the watch comes (pidfd_open fails, or names a process
+that is not our child): a held status of an orphan whose pid was reused
+by a new child is dropped, since the new child is still there to be
+watched.  Reaping everything in one place (rather than peeking with
+WNOWAIT and reaping only unknown pids) is correct because the same actor
+does both: no status is ever collected twice or by anyone else.
+
+A replaced handler.  Library use has none to lose.  The daemon owns its
+process; if its SIGCHLD handler is replaced anyway, its own children are
+still seen through their pidfds.  The Reaper checks the handler on every
+wake in reap-all mode (each watched exit is one); once it finds it
+replaced, it logs an error and from then on sweeps every ORPHAN_SWEEP
+seconds as well, so orphans are still reaped: it repairs itself rather
+than hang.  (It cannot put the handler back: only the main thread may.)
+
+Faults.  A message that raises inside the Reaper is logged and dropped,
+and the bridge goes on reaping (a dead bridge would leave zombies); if it
+is ever found dead anyway, `ensure`/`watch` start a new one in the mode
+the last one had.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
+import resource
+import select
 import signal
 import threading
 
 import pykka
 
 from .actor import Actor
-from .messages import Exited
-__all__ = ["Reaper", "ensure", "watch", "on_signal", "EXITED"]
+from .messages import Exited, ReapAll, Wake, Watch
+
+__all__ = ["Reaper", "ensure", "watch", "on_signal", "wait_status"]
 
 log = logging.getLogger("clinit.reaper")
 
-EXITED = "exited"  # ("exited", pid, wait_status) sent to the owner
-_SIGCHLD = ("sigchld",)
-HELD_MAX = 4096  # exits of unknown pids kept for a late owner (orphans adopted as subreaper)
+HELD_MAX = 4096  # swept exits of unknown pids kept for a late owner (daemon only)
+ORPHAN_SWEEP = 5.0  # s between sweeps in reap-all mode once the SIGCHLD route is lost
+POLL_INTERVAL = 0.2  # s between polls of pids watched without a pidfd (out of fds)
+
+
+def wait_status(info) -> int:
+    """The wait status (as os.waitpid gives it) of an os.waitid result."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    if info.si_code == os.CLD_DUMPED:
+        return info.si_status | 0x80
+    return info.si_status  # CLD_KILLED
+
+
+class _Watched:
+    __slots__ = ("owner", "fd", "child")
+
+    def __init__(self, owner, fd: int, child: bool):
+        self.owner, self.fd, self.child = owner, fd, child
+
+
+class _Waiter:
+    """The thread that waits on every pidfd and wakes the Reaper.
+
+    The Reaper itself adds each pidfd to the epoll set (one-shot: once
+    reported, an fd stays quiet until re-armed) and removes and closes it
+    when done; epoll_ctl is safe while another thread waits, so no
+    registration costs a trip through this thread.  The thread only
+    waits, appends the fds that became readable to `ready`, and tells the
+    Reaper `Wake()`.  A report can be stale (the fd was closed meanwhile
+    and its number reused), so the Reaper checks each before it believes it.
+    """
+
+    MASK = select.EPOLLIN | select.EPOLLONESHOT
+
+    def __init__(self, ref: pykka.ActorRef, timeout: float | None):
+        self.ref = ref
+        self.timeout = timeout  # None: wait for fds only; else a Wake at least this often
+        self.ready: collections.deque[int] = collections.deque()
+        self.pending = False  # a Wake is on its way: the Reaper clears it as it drains `ready`
+        self._stopping = False
+        self._epoll = select.epoll()
+        self._read, self._write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._epoll.register(self._read, select.EPOLLIN)
+        self._thread = threading.Thread(target=self._run, name="clinit-pidfd", daemon=True)
+        self._thread.start()
+
+    def add(self, fd: int) -> None:
+        self._epoll.register(fd, self.MASK)
+
+    def rearm(self, fd: int) -> None:
+        try:
+            self._epoll.modify(fd, self.MASK)
+        except OSError:  # not registered (any more): nothing to re-arm
+            pass
+
+    def drop(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass
+
+    def poke(self) -> None:
+        """Wake the thread, so that a new timeout or a stop takes effect."""
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the thread will wake anyway
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.poke()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def abandon(self) -> None:
+        """The thread died (it logged why): release what it held."""
+        self._close()
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except Exception:  # noqa: BLE001 - log; the Reaper finds the thread dead
+            log.exception("SIGCHLD bridge: the pidfd thread failed")
+
+    def _step(self) -> bool:
+        events = self._epoll.poll(-1 if self.timeout is None else self.timeout)
+        if self._stopping:
+            self._close()
+            return False
+        woke = not events  # a timeout: a sweep or a poll is due
+        for fd, _ in events:
+            if fd == self._read:
+                while True:
+                    try:
+                        if not os.read(self._read, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                continue
+            self.ready.append(fd)
+            woke = True
+        if woke and not self.pending:
+            self.pending = True
+            try:
+                self.ref.tell(Wake())
+            except pykka.ActorDeadError:
+                pass
+        return True
+
+    def _close(self) -> None:
+        self._epoll.close()
+        os.close(self._read)
+        os.close(self._write)
 
 
 class Reaper(Actor):
+    """Messages: `Watch(pid, owner)`, `Wake()`, `ReapAll(on)`."""
+
     use_daemon_thread = True
 
     def __init__(self, reap_all: bool = False):
         super().__init__()
         self.reap_all = reap_all
-        self.owners: dict[int, pykka.ActorRef | None] = {}
+        self.watched: dict[int, _Watched] = {}  # pid -> its owner and pidfd
+        self.pids: dict[int, int] = {}  # pidfd -> pid
         self.held: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.polled: dict[int, object] = {}  # pid -> owner, watched without a pidfd
+        self._route_lost = False
+        self.waiter: _Waiter | None = None
+
+    def on_start(self) -> None:
+        self.waiter = _Waiter(self.actor_ref, self._timeout())
+
+    def on_stop(self) -> None:
+        for entry in self.watched.values():
+            os.close(entry.fd)
+        self.watched, self.pids = {}, {}
+        if self.waiter is not None:
+            self.waiter.stop()
+
+    def on_failure(self, *exc_info) -> None:
+        self.on_stop()
 
     def on_receive(self, message):
         try:
             self._receive(message)
         except Exception:  # noqa: BLE001 - the bridge must outlive any bad message
             log.exception("SIGCHLD bridge: failed on %r (watching %d pids, holding %d exits); "
-                          "carrying on", message, len(self.owners), len(self.held))
+                          "carrying on", message, len(self.watched), len(self.held))
 
-    def _receive(self, message):
-        kind = message[0]
-        if kind == "sigchld":
-            self._reap()
-        elif kind == "watch":
-            _, pid, owner = message
-            if pid in self.held:
-                self._forward(pid, self.held.pop(pid), owner)
-            else:
-                self.owners[pid] = owner
-                self._reap_one(pid)
-        elif kind == "reap_all":
-            self.reap_all = message[1]
-            self._reap()
-        else:
-            log.warning("SIGCHLD bridge: unknown message %r", message)
+    def _receive(self, message) -> None:
+        match message:
+            case Wake():
+                self._collect()
+            case Watch(pid, owner):
+                self._watch(pid, owner)
+            case ReapAll(on):
+                self.reap_all = bool(on)
+                self._set_timeout()
+                self._collect()
+            case _:
+                log.warning("SIGCHLD bridge: unknown message %r", message)
 
-    # -- reaping -------------------------------------------------------
+    def _timeout(self) -> float | None:
+        if self.polled:
+            return POLL_INTERVAL
+        return ORPHAN_SWEEP if self.reap_all and self._route_lost else None
 
-    def _reap(self) -> None:
-        if self.reap_all:
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    return
-                if pid == 0:
-                    return
-                self._dispatch(pid, status)
+    def _set_timeout(self) -> None:
+        timeout = self._timeout()
+        if timeout != self.waiter.timeout:
+            self.waiter.timeout = timeout
+            self.waiter.poke()  # takes effect now
+
+    # -- registering -------------------------------------------------------
+
+    def _watch(self, pid: int, owner) -> None:
+        known = self.watched.get(pid)
+        if known is not None:  # watched already: the newest owner gets the exit
+            known.owner = owner
             return
-        # Watched mode: reap only pids we own; peek first, so that the common
-        # case costs one call per exit instead of one per watched pid.
-        while self.owners:
+        try:
+            fd = _pidfd_open(pid)
+        except ProcessLookupError:
+            if pid in self.held:
+                _forward(pid, self.held.pop(pid), owner)
+            else:
+                log.warning("pid %d is gone and its exit status with it (reaped elsewhere "
+                            "in this process, or never ours)", pid)
+                _forward(pid, None, owner)
+            return
+        except OSError as err:  # out of file descriptors: poll it
+            log.error("SIGCHLD bridge: cannot open a pidfd for %d (%s): polling it every %s s",
+                      pid, err, POLL_INTERVAL)
+            self.polled[pid] = owner
+            self._set_timeout()
+            return
+        child = _is_child(fd)
+        if pid in self.held:
+            status = self.held.pop(pid)
+            if not child:  # our child, swept before its watch came; its pid now names a stranger
+                os.close(fd)
+                _forward(pid, status, owner)
+                return
+            # else a new child has the pid of a swept orphan: that status is not its own
+        self.watched[pid] = _Watched(owner, fd, child)
+        self.pids[fd] = pid
+        self._living_waiter().add(fd)
+
+    def _living_waiter(self) -> _Waiter:
+        """The pidfd thread; a new one if it died (a bug: it logged why)."""
+        old = self.waiter
+        if old.alive():
+            return old
+        log.error("SIGCHLD bridge: the pidfd thread is dead: starting a new one")
+        old.abandon()
+        self.waiter = _Waiter(self.actor_ref, self._timeout())
+        for entry in self.watched.values():
+            self.waiter.add(entry.fd)
+        self.waiter.ready.extend(old.ready)
+        return self.waiter
+
+    # -- collecting ---------------------------------------------------------
+
+    def _collect(self) -> None:
+        waiter = self._living_waiter()
+        waiter.pending = False
+        ready = waiter.ready
+        while ready:
+            fd = ready.popleft()
+            pid = self.pids.get(fd)
+            if pid is not None:
+                self._ready(pid, self.watched[pid])
+        if self.polled:
+            self._poll()
+        if self.reap_all:
+            self._sweep()
+            self._check_route()
+
+    def _ready(self, pid: int, entry: _Watched) -> None:
+        """`pid`'s pidfd was reported readable: collect its exit."""
+        status = None
+        if entry.child:
             try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                info = os.waitid(os.P_PIDFD, entry.fd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                log.warning("child %d was reaped by someone else (SIGCHLD set to SIG_IGN, or a "
+                            "waitpid elsewhere in this process): its exit status is unknown", pid)
+            else:
+                if info is None:  # a stale report: it runs on
+                    self.waiter.rearm(entry.fd)
+                    return
+                status = wait_status(info)
+        elif not _readable(entry.fd):  # a stale report: it runs on
+            self.waiter.rearm(entry.fd)
+            return
+        self._done(pid, status)
+
+    def _done(self, pid: int, status: int | None) -> None:
+        entry = self.watched.pop(pid)
+        del self.pids[entry.fd]
+        self.waiter.drop(entry.fd)
+        os.close(entry.fd)
+        _forward(pid, status, entry.owner)
+
+    def _sweep(self) -> None:
+        """Reap every exited child (daemon): forward watched ones, hold the rest."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
-            if info is None:
+            if pid == 0:
                 return
-            if info.si_pid not in self.owners:
-                break  # someone else's child is first in line: scan ours
-            if not self._reap_one(info.si_pid):
-                break
-        for pid in list(self.owners):
-            self._reap_one(pid)
+            if pid in self.watched:
+                self._done(pid, status)
+            elif pid in self.polled:
+                _forward(pid, status, self.polled.pop(pid))
+            else:
+                self.held[pid] = status
+                self.held.move_to_end(pid)
+                while len(self.held) > HELD_MAX:
+                    self.held.popitem(last=False)
 
-    def _reap_one(self, pid: int) -> bool:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            log.warning("pid %d vanished without an exit status", pid)
-            self._forward(pid, 255 << 8, self.owners.pop(pid, None))
-            return True
-        if done == 0:
-            return False
-        self._dispatch(pid, status)
-        return True
+    def _poll(self) -> None:
+        for pid, owner in list(self.polled.items()):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not our child (or reaped elsewhere): is it gone?
+                try:
+                    os.kill(pid, 0)
+                    continue
+                except ProcessLookupError:
+                    done, status = pid, None
+                except PermissionError:
+                    continue
+            if done:
+                del self.polled[pid]
+                _forward(pid, status, owner)
+        self._set_timeout()
 
-    def _dispatch(self, pid: int, status: int) -> None:
-        if pid in self.owners:
-            self._forward(pid, status, self.owners.pop(pid))
-        else:
-            self.held[pid] = status
-            while len(self.held) > HELD_MAX:
-                self.held.popitem(last=False)
+    def _check_route(self) -> None:
+        if not self._route_lost and signal.getsignal(signal.SIGCHLD) is not _noop:
+            self._route_lost = True
+            log.error("SIGCHLD bridge: the daemon's SIGCHLD handler was replaced (now %r): "
+                      "watched children are still seen through their pidfds; orphans are "
+                      "reaped every %s s from now on", signal.getsignal(signal.SIGCHLD),
+                      ORPHAN_SWEEP)
+            self._set_timeout()
 
-    @staticmethod
-    def _forward(pid: int, status: int, owner) -> None:
-        if owner is None:
-            return
-        try:
-            owner.tell(Exited(pid, status))
-        except pykka.ActorDeadError:
-            pass
+
+def _pidfd_open(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError as err:
+        if err.errno not in (errno.EMFILE, errno.ENFILE) or not _raise_fd_limit():
+            raise
+    return os.pidfd_open(pid)
+
+
+def _raise_fd_limit() -> bool:
+    """Raise the soft limit on open files (one pidfd a watched process); True if raised."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return False
+    new = hard if hard != resource.RLIM_INFINITY else max(soft * 2, 65536)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError):
+        return False
+    log.info("SIGCHLD bridge: raised the open-file limit from %d to %d for pidfds", soft, new)
+    return True
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _is_child(fd: int) -> bool:
+    try:
+        os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _forward(pid: int, status: int | None, owner) -> None:
+    if owner is None:
+        return
+    try:
+        owner.tell(Exited(pid, status))
+    except pykka.ActorDeadError:
+        pass
+
+
+# -- signals (the daemon) ------------------------------------------------------
 
 
 class _State:
@@ -167,6 +477,9 @@ def _signal_thread(read_fd: int) -> None:
 
 def _install(signum: int, handler) -> None:
     """Route `signum` to `handler(signum)` on the signal thread (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(f"clinit routes {signal.Signals(signum).name} only from the main "
+                           "thread (start the daemon there)")
     if _state.thread is None:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(write_fd, False)
@@ -181,8 +494,9 @@ def _install(signum: int, handler) -> None:
 def on_signal(signum: int, handler) -> None:
     """Have `handler(signum)` called (on the signal thread) when `signum` arrives.
 
-    Must be called from the main thread.  The handler should only hand
-    the signal to an actor.
+    For the daemon, which owns its process: this takes over the signal's
+    handler and the signal wakeup fd.  Must be called from the main
+    thread.  The handler should only hand the signal to an actor.
     """
     with _state.lock:
         _install(signum, handler)
@@ -192,7 +506,7 @@ def _sigchld(signum: int) -> None:
     ref = _state.ref
     if ref is not None:
         try:
-            ref.tell(_SIGCHLD)
+            ref.tell(Wake())
         except pykka.ActorDeadError:
             pass
 
@@ -200,33 +514,37 @@ def _sigchld(signum: int) -> None:
 def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
     """Start the bridge if it is not running, and return its ref.
 
-    The first call must come from the main thread, since only it may
-    install a signal handler.  `reap_all=True` makes the bridge reap
-    every child of this process (the daemon does that).
+    Library use (the default) installs no signal handler and may start
+    from any thread.  `reap_all=True` (the daemon, a child subreaper)
+    also reaps every other child of this process, woken by SIGCHLD: that
+    first call must come from the main thread.
     """
     with _state.lock:
+        if reap_all and _state.handlers.get(signal.SIGCHLD) is None:
+            _install(signal.SIGCHLD, _sigchld)
         ref = _state.ref
         if ref is None or not ref.is_alive():
-            if _state.handlers.get(signal.SIGCHLD) is None:
-                if threading.current_thread() is not threading.main_thread():
-                    raise RuntimeError(
-                        "clinit's SIGCHLD bridge must first be started from the main "
-                        "thread (create a Process, Group or daemon there first)")
-                _install(signal.SIGCHLD, _sigchld)
             if reap_all is not None:
                 _state.reap_all = bool(reap_all)
             ref = Reaper.start(_state.reap_all)
             _state.ref = ref
-            ref.tell(_SIGCHLD)  # collect anything that exited before we listened
-        elif reap_all is not None:
+            if _state.reap_all:
+                ref.tell(Wake())  # sweep what exited before we listened
+        elif reap_all is not None and bool(reap_all) != _state.reap_all:
             _state.reap_all = bool(reap_all)
-            ref.tell(("reap_all", reap_all))  # reaps at once, too
+            ref.tell(ReapAll(_state.reap_all))  # sweeps at once, too
     return ref
 
 
 def watch(pid: int, owner) -> None:
-    """Ask the bridge to send `owner` the exit status of `pid`."""
+    """Send `owner` `Exited(pid, status)` when `pid` ends.
+
+    `status` is a wait status, or None when it cannot be known: `pid` is
+    not a child of this process (an adopted survivor), or someone else
+    reaped it.  The exit may already have happened: a zombie is still
+    reported.
+    """
     ref = _state.ref
     if ref is None or not ref.is_alive():
         ref = ensure()
-    ref.tell(("watch", pid, owner))
+    ref.tell(Watch(pid, owner))

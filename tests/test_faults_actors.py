@@ -26,7 +26,7 @@ import textwrap
 import pytest
 
 from clinit import Entry, Group, GroupState, Process, ProcessState, daemonactor, load_cltab, reaper
-from clinit.messages import Exited, Fault, Request, Signal
+from clinit.messages import Exited, Fault, Request, Signal, Watch
 from clinit.statuswriter import StatusWriter
 from conftest import FAST, Recorder, gone, ignores, wait_for
 
@@ -178,14 +178,14 @@ def test_a_fault_of_the_group_itself_halts_its_processes_and_leaves_it_failed(tm
 
 def test_the_sigchld_bridge_survives_a_bad_message_and_goes_on_reaping(refs, caplog):
     bridge = reaper.ensure()
-    bridge.tell(("watch",))  # malformed
+    bridge.tell(Watch("not a pid", None))  # malformed
     ref = Process.start(Entry("g", "w", "1", "wait", "exit 3", 1), timings=FAST, level="1")
     refs.append(ref)
     ref.proxy().up().get()
     wait_for(lambda: ref.proxy().state().get() is S.DONE)
     assert ref.proxy().rc.get() == 3
     assert bridge.is_alive() and reaper.ensure() is bridge
-    assert "SIGCHLD bridge: failed on ('watch',)" in caplog.text
+    assert "SIGCHLD bridge: failed on Watch(pid='not a pid'" in caplog.text
 
 
 @pytest.fixture
