@@ -2,20 +2,20 @@
 
 What wakes it.  Every watched pid gets a pidfd (`os.pidfd_open`, Linux
 5.3+), which the Reaper actor adds to an epoll set.  One thread
-("clinit-pidfd") waits on that set, plus a wake pipe for a new timeout
-or a stop, and tells the Reaper `Wake()` when some pidfds became
-readable (a pidfd is readable once its process has exited).  The Reaper
-collects each such child with `waitid(P_PIDFD, fd, WEXITED|WNOHANG)`,
-closes its pidfd and sends the owner `messages.Exited(pid, status)`,
-`status` a wait status as `os.waitpid` gives it (owners call
-`os.waitstatus_to_exitcode`).  A pidfd names one process, so a reused pid
-never gets an old status, and an exit that happened before `watch` is not
-lost: the pidfd of a zombie is readable at once.  Library use therefore
-needs no signal handler at all and never touches SIGCHLD or the signal
-wakeup fd: an asyncio loop, a test harness that puts back the handlers it
-found, or any other owner of SIGCHLD may do what it likes with them.
-(Raw epoll, not `selectors`: epoll_ctl is safe while another thread
-waits, so the Reaper registers and closes pidfds itself, at once.)
+("clinit-wait", see `_Waiter`) waits on that set and tells the Reaper
+`Wake()` when some pidfds became readable (a pidfd is readable once its
+process has exited).  The Reaper collects each such child with
+`waitid(P_PIDFD, fd, WEXITED|WNOHANG)`, closes its pidfd and sends the
+owner `messages.Exited(pid, status)`, `status` a wait status as
+`os.waitpid` gives it (owners call `os.waitstatus_to_exitcode`).  A
+pidfd names one process, so a reused pid never gets an old status, and
+an exit that happened before `watch` is not lost: the pidfd of a zombie
+is readable at once.  Library use therefore needs no signal handler at
+all and never touches SIGCHLD or the signal wakeup fd: an asyncio loop,
+a test harness that puts back the handlers it found, or any other owner
+of SIGCHLD may do what it likes with them.  (Raw epoll, not `selectors`:
+epoll_ctl is safe while another thread waits, so the Reaper registers
+and closes pidfds itself, at once.)
 
 Not our child.  `watch` also takes a pid that is not a child of this
 process (a survivor of an earlier daemon, adopted): pidfd_open works for
@@ -28,8 +28,10 @@ at once (with a warning), unless the daemon's sweep holds its status.
 
 The daemon (`ensure(reap_all=True)`).  It is a child subreaper, so
 orphaned grandchildren are re-parented to it and nobody watches them.  It
-keeps a SIGCHLD route (through the wakeup-fd signal thread that also
-carries its SIGTERM, SIGINT and SIGHUP, see `on_signal`), and on every
+keeps a SIGCHLD route (the signal wakeup pipe, read by the same waiting
+thread, which also carries its SIGTERM, SIGINT and SIGHUP to their
+handlers, see `on_signal`; a burst of exits seen through both pidfds
+and SIGCHLD wakes the Reaper once), and on every
 wake the Reaper sweeps with `waitpid(-1, WNOHANG)`: it reaps every exited
 child, watched or not.  A watched pid's status goes to its owner (its
 pidfd is then closed; a late readiness report for that fd number is
@@ -101,30 +103,43 @@ class _Watched:
 
 
 class _Waiter:
-    """The thread that waits on every pidfd and wakes the Reaper.
+    """The one thread ("clinit-wait") that waits for whatever wakes the Reaper.
 
-    The Reaper itself adds each pidfd to the epoll set (one-shot: once
-    reported, an fd stays quiet until re-armed) and removes and closes it
-    when done; epoll_ctl is safe while another thread waits, so no
-    registration costs a trip through this thread.  The thread only
-    waits, appends the fds that became readable to `ready`, and tells the
-    Reaper `Wake()`.  A report can be stale (the fd was closed meanwhile
-    and its number reused), so the Reaper checks each before it believes it.
+    It waits, with epoll, on every pidfd, on the signal wakeup pipe once
+    the daemon routes signals (`on_signal`), and on a pipe of its own
+    (`poke`: a new timeout).  The Reaper itself adds each pidfd
+    (one-shot: once reported, it stays quiet until re-armed) and removes
+    and closes it when done; epoll_ctl is safe while another thread
+    waits, so no registration costs a trip through this thread.  The
+    thread appends readable pidfds to `ready`, runs the handlers of
+    caught signals, and tells the Reaper `Wake()` once per batch,
+    SIGCHLD included: a burst of exits seen both ways wakes it once.  A
+    report can be stale (the fd was closed meanwhile and its number
+    reused), so the Reaper checks each before it believes it.  There is
+    one waiter per process; it outlives a Reaper that is restarted.
     """
 
     MASK = select.EPOLLIN | select.EPOLLONESHOT
 
-    def __init__(self, ref: pykka.ActorRef, timeout: float | None):
-        self.ref = ref
-        self.timeout = timeout  # None: wait for fds only; else a Wake at least this often
+    def __init__(self):
+        self.timeout: float | None = None  # None: wait for events only; else wake this often
         self.ready: collections.deque[int] = collections.deque()
         self.pending = False  # a Wake is on its way: the Reaper clears it as it drains `ready`
-        self._stopping = False
+        self.signal_fd: int | None = None
         self._epoll = select.epoll()
         self._read, self._write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._read, select.EPOLLIN)
-        self._thread = threading.Thread(target=self._run, name="clinit-pidfd", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self.running()
+
+    def running(self) -> _Waiter:
+        """Self, with its thread started again if it died (a bug: it logged why)."""
+        if self._thread is None or not self._thread.is_alive():
+            if self._thread is not None:
+                log.error("SIGCHLD bridge: the waiting thread is dead: starting a new one")
+            self._thread = threading.Thread(target=self._run, name="clinit-wait", daemon=True)
+            self._thread.start()
+        return self
 
     def add(self, fd: int) -> None:
         self._epoll.register(fd, self.MASK)
@@ -141,36 +156,26 @@ class _Waiter:
         except OSError:
             pass
 
+    def listen_to_signals(self, fd: int) -> None:
+        self.signal_fd = fd
+        self._epoll.register(fd, select.EPOLLIN)
+
     def poke(self) -> None:
-        """Wake the thread, so that a new timeout or a stop takes effect."""
+        """Wake the thread, so that a new timeout takes effect."""
         try:
             os.write(self._write, b"\0")
         except BlockingIOError:
             pass  # the pipe is full: the thread will wake anyway
 
-    def stop(self) -> None:
-        self._stopping = True
-        self.poke()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def abandon(self) -> None:
-        """The thread died (it logged why): release what it held."""
-        self._close()
-
     def _run(self) -> None:
         try:
-            while self._step():
-                pass
-        except Exception:  # noqa: BLE001 - log; the Reaper finds the thread dead
-            log.exception("SIGCHLD bridge: the pidfd thread failed")
+            while True:
+                self._step()
+        except Exception:  # noqa: BLE001 - log; `running()` starts a new thread
+            log.exception("SIGCHLD bridge: the waiting thread failed")
 
-    def _step(self) -> bool:
+    def _step(self) -> None:
         events = self._epoll.poll(-1 if self.timeout is None else self.timeout)
-        if self._stopping:
-            self._close()
-            return False
         woke = not events  # a timeout: a sweep or a poll is due
         for fd, _ in events:
             if fd == self._read:
@@ -180,21 +185,31 @@ class _Waiter:
                             break
                     except BlockingIOError:
                         break
-                continue
-            self.ready.append(fd)
-            woke = True
+            elif fd == self.signal_fd:
+                try:
+                    caught = os.read(fd, 4096)
+                except BlockingIOError:
+                    caught = b""
+                woke = _dispatch_signals(caught) or woke
+            else:
+                self.ready.append(fd)
+                woke = True
         if woke and not self.pending:
-            self.pending = True
-            try:
-                self.ref.tell(Wake())
-            except pykka.ActorDeadError:
-                pass
-        return True
+            ref = _state.ref
+            if ref is not None:
+                self.pending = True
+                try:
+                    ref.tell(Wake())
+                except pykka.ActorDeadError:
+                    self.pending = False
 
-    def _close(self) -> None:
-        self._epoll.close()
-        os.close(self._read)
-        os.close(self._write)
+
+def _waiter() -> _Waiter:
+    """The process's waiter, made on first use."""
+    with _state.waiter_lock:
+        if _state.waiter is None:
+            _state.waiter = _Waiter()
+        return _state.waiter.running()
 
 
 class Reaper(Actor):
@@ -213,14 +228,16 @@ class Reaper(Actor):
         self.waiter: _Waiter | None = None
 
     def on_start(self) -> None:
-        self.waiter = _Waiter(self.actor_ref, self._timeout())
+        self.waiter = _waiter()
+        self.waiter.pending = False  # a Wake meant for a dead predecessor is lost: re-arm
+        self._set_timeout()
+        self.actor_ref.tell(Wake())  # reports and exits that came while no Reaper ran
 
     def on_stop(self) -> None:
         for entry in self.watched.values():
+            self.waiter.drop(entry.fd)
             os.close(entry.fd)
         self.watched, self.pids = {}, {}
-        if self.waiter is not None:
-            self.waiter.stop()
 
     def on_failure(self, *exc_info) -> None:
         self.on_stop()
@@ -292,17 +309,7 @@ class Reaper(Actor):
         self._living_waiter().add(fd)
 
     def _living_waiter(self) -> _Waiter:
-        """The pidfd thread; a new one if it died (a bug: it logged why)."""
-        old = self.waiter
-        if old.alive():
-            return old
-        log.error("SIGCHLD bridge: the pidfd thread is dead: starting a new one")
-        old.abandon()
-        self.waiter = _Waiter(self.actor_ref, self._timeout())
-        for entry in self.watched.values():
-            self.waiter.add(entry.fd)
-        self.waiter.ready.extend(old.ready)
-        return self.waiter
+        return self.waiter.running()
 
     # -- collecting ---------------------------------------------------------
 
@@ -446,53 +453,53 @@ class _State:
     ref: pykka.ActorRef | None = None
     reap_all = False  # the mode of the running bridge, kept for a restart
     lock = threading.Lock()
-    handlers: dict[int, object] = {}  # signum -> callable(signum), run on the signal thread
-    thread: threading.Thread | None = None
+    handlers: dict[int, object] = {}  # signum -> callable(signum), run on the waiting thread
+    waiter: _Waiter | None = None
+    waiter_lock = threading.Lock()
 
 
 _state = _State()
 
 
 def _noop(signum, frame) -> None:
-    """The Python-level handler: the work happens on the signal thread."""
+    """The Python-level handler: the work happens on the waiting thread."""
 
 
-def _signal_thread(read_fd: int) -> None:
+def _dispatch_signals(data: bytes) -> bool:
+    """Run the handlers of the signals caught (their numbers, as the wakeup
+    pipe gives them); True if SIGCHLD was among them (the Reaper's Wake)."""
     # The C-level handler writes each caught signal's number to the wakeup
     # pipe, whichever thread the kernel picked; we hand them to actors here,
     # so no signal waits for the main thread to run Python code.
-    while True:
-        try:
-            data = os.read(read_fd, 4096)
-        except InterruptedError:
-            continue
-        for signum in dict.fromkeys(data):  # once per kind in a burst, in order
-            handler = _state.handlers.get(signum)
-            if handler is not None:
-                try:
-                    handler(signum)
-                except Exception:  # noqa: BLE001 - a handler must not kill the thread
-                    log.exception("signal %d handler failed", signum)
+    sigchld = False
+    for signum in dict.fromkeys(data):  # once per kind in a burst, in order
+        handler = _state.handlers.get(signum)
+        if handler is _sigchld:
+            sigchld = True
+        elif handler is not None:
+            try:
+                handler(signum)
+            except Exception:  # noqa: BLE001 - a handler must not kill the thread
+                log.exception("signal %d handler failed", signum)
+    return sigchld
 
 
 def _install(signum: int, handler) -> None:
-    """Route `signum` to `handler(signum)` on the signal thread (main thread only)."""
+    """Route `signum` to `handler(signum)` on the waiting thread (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(f"clinit routes {signal.Signals(signum).name} only from the main "
                            "thread (start the daemon there)")
-    if _state.thread is None:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(write_fd, False)
+    waiter = _waiter()
+    if waiter.signal_fd is None:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        _state.thread = threading.Thread(target=_signal_thread, args=(read_fd,),
-                                         name="clinit-signals", daemon=True)
-        _state.thread.start()
+        waiter.listen_to_signals(read_fd)
     _state.handlers[signum] = handler
     signal.signal(signum, _noop)
 
 
 def on_signal(signum: int, handler) -> None:
-    """Have `handler(signum)` called (on the signal thread) when `signum` arrives.
+    """Have `handler(signum)` called (on the waiting thread) when `signum` arrives.
 
     For the daemon, which owns its process: this takes over the signal's
     handler and the signal wakeup fd.  Must be called from the main
@@ -503,12 +510,7 @@ def on_signal(signum: int, handler) -> None:
 
 
 def _sigchld(signum: int) -> None:
-    ref = _state.ref
-    if ref is not None:
-        try:
-            ref.tell(Wake())
-        except pykka.ActorDeadError:
-            pass
+    """SIGCHLD's route: the waiting thread wakes the Reaper (see _dispatch_signals)."""
 
 
 def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
@@ -526,10 +528,8 @@ def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
         if ref is None or not ref.is_alive():
             if reap_all is not None:
                 _state.reap_all = bool(reap_all)
-            ref = Reaper.start(_state.reap_all)
+            ref = Reaper.start(_state.reap_all)  # it wakes itself: sweeps what exited before
             _state.ref = ref
-            if _state.reap_all:
-                ref.tell(Wake())  # sweep what exited before we listened
         elif reap_all is not None and bool(reap_all) != _state.reap_all:
             _state.reap_all = bool(reap_all)
             ref.tell(ReapAll(_state.reap_all))  # sweeps at once, too

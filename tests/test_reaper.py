@@ -128,7 +128,7 @@ def test_an_exit_for_an_owner_that_is_gone_is_dropped_quietly():
     wait_for(lambda: exit_codes(inbox) == {other: 1})
 
 
-def test_on_signal_hands_a_signal_to_a_handler_on_the_signal_thread():
+def test_on_signal_hands_a_signal_to_a_handler_on_the_waiting_thread():
     seen = []
     previous = signal.getsignal(signal.SIGUSR1)
     try:
@@ -136,7 +136,7 @@ def test_on_signal_hands_a_signal_to_a_handler_on_the_signal_thread():
             (signum, threading.current_thread().name)))
         os.kill(os.getpid(), signal.SIGUSR1)
         wait_for(lambda: seen)
-        assert seen[0] == (signal.SIGUSR1, "clinit-signals")
+        assert seen[0] == (signal.SIGUSR1, "clinit-wait")
     finally:
         reaper._state.handlers.pop(signal.SIGUSR1, None)
         signal.signal(signal.SIGUSR1, previous)
