@@ -196,10 +196,12 @@ class Wake(NamedTuple):
 
 
 class Watch(NamedTuple):
-    """Send `owner` an `Exited` when `pid` ends."""
+    """Send `owner` an `Exited` when `pid` ends (`pidfd`: the reaper's own
+    pidfd for it, opened by a caller that checked whom it names)."""
 
     pid: int
     owner: Any
+    pidfd: int | None = None
 
 
 class ReapAll(NamedTuple):

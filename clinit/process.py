@@ -29,7 +29,7 @@ the group and is out of reach, as with any process-group based init.
 
 Adoption.  `Adopt` hands the actor a process an earlier daemon left
 running (adoption.py): the `adopt` rows put it in RUNNING (wait) or DONE
-with that pid, watched through its pidfd (pidwatch.py; its exit status
+with that pid, watched through its pidfd (reaper.watch; its exit status
 is unknown, `rc` None) and signalled only while the pidfd shows it alive;
 the `ran` rows restore an entry that had run and exited (a respawn entry
 is restarted at once).
@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 
 import pykka
 
-from . import output, pidwatch, reaper, timers
+from . import output, reaper, timers
 from .actor import Actor
 from .adoption import signal_group, signal_remnant
 from .fsm import ANY, Machine, row, to_dot
@@ -596,7 +596,7 @@ class Process(Actor):
     def watch_adopted(self) -> None:
         log.info("%s: adopted pid %d, left running by an earlier daemon (%s, level %s)",
                  self._name, self._pid, self.entry.mode, self.level)
-        pidwatch.watch(self._pidfd, self._pid, self.actor_ref)
+        reaper.watch(self._pid, self.actor_ref, pidfd=self._pidfd)
 
     def _signal_leader(self, sig: int) -> None:
         """Signal the leader's process group: ours with killpg, an adopted

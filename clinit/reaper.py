@@ -253,8 +253,8 @@ class Reaper(Actor):
         match message:
             case Wake():
                 self._collect()
-            case Watch(pid, owner):
-                self._watch(pid, owner)
+            case Watch(pid, owner, pidfd):
+                self._watch(pid, owner, pidfd)
             case ReapAll(on):
                 self.reap_all = bool(on)
                 self._set_timeout()
@@ -275,13 +275,15 @@ class Reaper(Actor):
 
     # -- registering -------------------------------------------------------
 
-    def _watch(self, pid: int, owner) -> None:
+    def _watch(self, pid: int, owner, pidfd: int | None = None) -> None:
         known = self.watched.get(pid)
         if known is not None:  # watched already: the newest owner gets the exit
             known.owner = owner
+            if pidfd is not None:
+                os.close(pidfd)
             return
         try:
-            fd = _pidfd_open(pid)
+            fd = pidfd if pidfd is not None else _pidfd_open(pid)
         except ProcessLookupError:
             if pid in self.held:
                 _forward(pid, self.held.pop(pid), owner)
@@ -536,8 +538,12 @@ def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
     return ref
 
 
-def watch(pid: int, owner) -> None:
+def watch(pid: int, owner, pidfd: int | None = None) -> None:
     """Send `owner` `Exited(pid, status)` when `pid` ends.
+
+    With `pidfd` (the caller's, which it keeps), the process it names is
+    watched, not whatever has the pid by the time the bridge opens one:
+    adoption checks a survivor through its pidfd, then hands it over.
 
     `status` is a wait status, or None when it cannot be known: `pid` is
     not a child of this process (an adopted survivor), or someone else
@@ -547,4 +553,4 @@ def watch(pid: int, owner) -> None:
     ref = _state.ref
     if ref is None or not ref.is_alive():
         ref = ensure()
-    ref.tell(Watch(pid, owner))
+    ref.tell(Watch(pid, owner, None if pidfd is None else os.dup(pidfd)))

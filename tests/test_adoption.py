@@ -1,4 +1,4 @@
-"""Adoption (clinit/adoption.py, clinit/pidwatch.py): finding the survivors a
+"""Adoption (clinit/adoption.py, and reaper.watch with a pidfd): finding the survivors a
 journal names, the plan for each, and signalling and watching processes
 that are not our children."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import Inbox, gone, orphan, wait_for
 from clinit import messages as m
-from clinit import pidwatch
+from clinit import reaper
 from clinit.group import Group, GroupState as G
 from clinit.messages import Adopt, Restore
 from clinit.process import ProcessState as P
@@ -207,8 +207,7 @@ def test_exits_of_processes_that_are_not_our_children_are_watched(orphans):
     inbox = Inbox()
     try:
         for fd, pid in zip(fds, pids):
-            pidwatch.watch(fd, pid, inbox)
-        assert pidwatch.watched() >= 5
+            reaper.watch(pid, inbox, pidfd=fd)
         for pid in pids[:3]:
             kill_group(pid)
         wait_for(lambda: sorted(inbox.messages()) == sorted(m.Exited(p, None) for p in pids[:3]))
@@ -227,8 +226,8 @@ def test_a_watch_of_a_process_already_gone_reports_at_once(orphans):
     kill_group(pid)
     wait_for(lambda: not alive(fd))
     inbox = Inbox()
-    pidwatch.watch(fd, pid, inbox)
-    os.close(fd)  # the watcher keeps its own
+    reaper.watch(pid, inbox, pidfd=fd)
+    os.close(fd)  # the bridge keeps its own
     wait_for(lambda: inbox.messages() == [m.Exited(pid, None)])
 
 
