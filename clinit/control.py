@@ -80,8 +80,13 @@ class Client:
                            f"{err.strerror or err}") from None
         finally:
             conn.close()
+        return self.reply(data)
+
+    def reply(self, data: bytes) -> dict:
+        """The answer object in `data` (one line from the daemon).  Raises
+        NoDaemon (nothing came), Refused, ProtocolError."""
         if not data:
-            raise NoDaemon(f"the clinit daemon on {path} closed without answering")
+            raise NoDaemon(f"the clinit daemon on {self._conf['socket']} closed without answering")
         reply = protocol.decode_reply(data)
         if not reply["ok"] and reply.get("refused"):
             raise Refused(reply["answer"])

@@ -12,36 +12,14 @@ import os
 import signal
 import time
 
+from .pgroups import find_by_environ
+
 __all__ = ["find", "stop"]
 
 
 def find(socket_path: str, group: str) -> list[int]:
-    """Live pids started for `group` by a daemon on `socket_path` (their environment says so).
-
-    A daemon that was SIGKILLed leaves its children running; they carry
-    CLINIT_SOCKET and CLINIT_GROUP in their environment.
-    """
-    want = {f"CLINIT_SOCKET={socket_path}".encode(), f"CLINIT_GROUP={group}".encode()}
-    me, found = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = set(f.read().split(b"\0"))
-        except OSError:
-            continue
-        if want <= env and not _zombie(int(name)):
-            found.append(int(name))
-    return sorted(found)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
+    """Live pids started for `group` by a daemon on `socket_path` (their environment says so)."""
+    return find_by_environ(f"CLINIT_SOCKET={socket_path}", f"CLINIT_GROUP={group}")
 
 
 def stop(socket_path: str, group: str, settings: dict, deadline: float, log) -> list[int]:

@@ -181,18 +181,21 @@ def kill_children() -> list[int]:
     return killed
 
 
-def find_by_environ(entry: str) -> list[int]:
-    """Pids (other than ours) whose environment holds `NAME=VALUE` exactly."""
-    needle = entry.encode()
+def find_by_environ(*entries: str) -> list[int]:
+    """Live pids (other than ours, zombies left out) whose environment holds
+    every `NAME=VALUE` given, exactly."""
+    needles = {entry.encode() for entry in entries}
     me, found = os.getpid(), []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
+                env = set(f.read().split(b"\0"))
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if needle in env:
+        if needles <= env and state not in (b"Z", b"X"):
             found.append(int(name))
     return sorted(found)

@@ -265,9 +265,4 @@ def waiting(client, group: str, level: str | None, timeout: float) -> dict:
     finally:
         if watch is not None:
             watch.close()
-    if not answer:
-        raise NoDaemon(f"the clinit daemon on {client.conf('socket')} closed without answering")
-    reply = protocol.decode_reply(answer)
-    if not reply["ok"] and reply.get("refused"):
-        raise Refused(reply["answer"])
-    return reply
+    return client.reply(answer)

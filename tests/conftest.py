@@ -9,6 +9,7 @@ the guard kills it and fails the test.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -148,6 +149,30 @@ def raw_request(path, data: bytes, timeout: float = 20.0) -> bytes:
                 break
             answer += chunk
     return answer
+
+
+def fifo_writer(fifo) -> int:
+    """A blocking write end on `fifo`, once a reader (a child's `cat`, `read`) has it open."""
+    def attempt():
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            return None
+    fd = wait_for(attempt, message=f"nobody reads {fifo}")
+    os.set_blocking(fd, True)
+    return fd
+
+
+@pytest.fixture
+def refs():
+    """A list of actor refs that the test made: the live ones are stopped after it."""
+    made = []
+    yield made
+    for ref in made:
+        if ref.is_alive():
+            ref.stop()
 
 
 class Recorder(pykka.ThreadingActor):

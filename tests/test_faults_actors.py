@@ -41,15 +41,6 @@ def instance(ref):
     return ref.proxy()._actor
 
 
-@pytest.fixture
-def refs():
-    made = []
-    yield made
-    for ref in made:
-        if ref.is_alive():
-            ref.stop()
-
-
 # -- a Process actor ----------------------------------------------------------------
 
 def test_a_process_actor_fault_is_logged_and_stops_its_process_with_the_ladder(refs, caplog):

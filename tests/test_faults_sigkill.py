@@ -165,11 +165,11 @@ def test_the_next_daemon_adopts_what_the_killed_one_left(make_daemon, tmp_path):
         assert leaders() == before and all(alive(pid) for pid in family)
         assert d.children() == []  # adopted, not restarted: still init's children
         # the daemon shows each adopted process with its pid and its real uptime
-        def rows():
+        def shown():
             return json.loads(d.cli("--status", "--processes", "--json", check=0).stdout)["processes"]
 
         rows = wait_for(lambda: (lambda r: r if {x["tag"]: x["pid"] for x in r if x["pid"]}
-                                 == before else None)(rows()))
+                                 == before else None)(shown()))
         assert all(r["uptime"] > 0 for r in rows if r["pid"] is not None)
         assert {r["tag"]: r["state"] for r in rows} == {
             "a": "DONE", "b": "DONE", "e": "DONE", "z": "DONE", "c": "DONE", "w": "RUNNING",

@@ -58,7 +58,7 @@ def test_a_removed_status_folder_is_logged_once_and_the_file_returns_on_the_next
     d.wait_state("g", "1", "DONE")  # written again, and true
     log = d.log_text()
     assert log.count(FAILED) == 1, log
-    assert f"No such file or directory" in log and AGAIN in log
+    assert "No such file or directory" in log and AGAIN in log
     assert d.proc.poll() is None
 
 

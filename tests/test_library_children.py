@@ -43,15 +43,6 @@ def harness():
     restore()
 
 
-@pytest.fixture
-def refs():
-    made = []
-    yield made
-    for ref in made:
-        if ref.is_alive():
-            ref.stop()
-
-
 def wakeup_fd() -> int:
     fd = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(fd)

@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 
-from conftest import wait_for
 from clinit import notify
 
 

@@ -5,14 +5,13 @@ writing, real renames and signals."""
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import stat
 import subprocess
 import sys
 
-from conftest import FAST, ROOT, wait_for
+from conftest import FAST, ROOT, fifo_writer, wait_for
 
 
 def mode(path) -> int:
@@ -25,19 +24,6 @@ def text(path) -> str | None:
     except FileNotFoundError:
         return None
 
-
-def fifo_writer(fifo) -> int:
-    """A write end on `fifo`, once a reader (the child's `cat`) has it open."""
-    def attempt():
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as err:
-            if err.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-            return None
-    fd = wait_for(attempt, message=f"nobody reads {fifo}")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def cat_daemon(make_daemon, tmp_path, logdir):

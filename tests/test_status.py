@@ -1,7 +1,6 @@
 """The status file (SPEC §5): its lines, the level it shows while a group
 changes, its heartbeat, atomic rewrites, and the reader's filters."""
 
-import errno
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import threading
 import pytest
 
 import clinit
-from conftest import ROOT, wait_for
+from conftest import ROOT, fifo_writer, wait_for
 
 SLEEPER = "exec sleep 1000"
 
@@ -67,14 +66,7 @@ def test_while_a_group_stops_its_line_shows_the_old_level_and_from_starting_the_
 
 def release(fifo) -> None:
     """Write a line to `fifo` once its reader has it open."""
-    def opened():
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as err:
-            if err.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-            return None
-    fd = wait_for(opened, message=f"nobody reads {fifo}")
+    fd = fifo_writer(fifo)
     try:
         os.write(fd, b"go\n")
     finally:
