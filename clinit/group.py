@@ -153,6 +153,7 @@ class Group(Actor):
         self._faults: list[str] = []
         self._fault_halt = False  # halting because the group itself faulted: end FAILED
         self._since = time.monotonic()  # when the request under way arrived
+        self._stopped_count = 0  # members stopped since the last "stopped"
 
     # -- public API (through a proxy): each is the same way in as its message
 
@@ -307,6 +308,10 @@ class Group(Actor):
     # -- actions ---------------------------------------------------------
 
     def _all_stopped(self) -> None:
+        if self._stopped_count:
+            log.info("group %s: %d processes stopped in %.3f s", self.name, self._stopped_count,
+                     time.monotonic() - self._since)
+            self._stopped_count = 0
         self.machine.fire("stopped")
 
     @staticmethod
@@ -330,6 +335,7 @@ class Group(Actor):
             self._forget_member(urn)
             return
         self._stopping[urn] = self._token
+        self._stopped_count += 1
         if member.info.pid is not None:
             self._forward(member.info._replace(state=P.STOPPING), member.entry)
 

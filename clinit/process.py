@@ -275,7 +275,10 @@ class Process(Actor):
         self._pid = None
         state = self.machine.state
         expected = state is S.STOPPING or self.entry.mode != "respawn"
-        log.info("%s: pid %s %s%s", self._name, self._pgid, _exit_text(self.rc),
+        # an exit our own stop caused is the group's to sum up (at INFO, once
+        # per stop): a thousand lines would slow a mass stop and bury the rest
+        log.log(logging.DEBUG if state is S.STOPPING else logging.INFO,
+                "%s: pid %s %s%s", self._name, self._pgid, _exit_text(self.rc),
                  "" if expected else " (unexpected: respawning)")
         if self.entry.mode == "respawn" and state is not S.STOPPING:
             self._count_failure()
