@@ -466,9 +466,12 @@ def test_chaos(make_daemon, no_leftover_processes, capsys):
         for t in threads:
             t.join()
     chaos.continue_due(everything=True)
-    chaos.stop.clear()
     print(f"chaos: {time.monotonic() - began:.1f} s of chaos; actions: "
           + ", ".join(f"{k} {v}" for k, v in sorted(chaos.counts.items())))
+    print(f"chaos: RSS KiB every {RSS_EVERY:g} s: {' '.join(map(str, chaos.rss))}")
+    print(f"chaos: RSS {levels_off(chaos.rss)}")
+    print(f"chaos: {len(re.findall('failed in state', d.log_text()))} actor faults "
+          "('failed in state') in the log during the chaos")
 
     # the final levels
     table = chaos.table
@@ -518,10 +521,8 @@ def test_chaos(make_daemon, no_leftover_processes, capsys):
     log = d.log_text()
     faults = [line for line in log.splitlines() if FAULT.search(line)]
     print(f"chaos: {chaos.pings} pings, slowest {chaos.slowest_ping:.3f} s; "
-          f"{len(faults)} actor-fault lines in the log; problems {len(chaos.problems)}")
-    series = chaos.rss + ([rss_end] if rss_end else [])
-    print(f"chaos: RSS KiB every {RSS_EVERY:g} s: {' '.join(map(str, series))}")
-    print(f"chaos: RSS {levels_off(series)}")
+          f"{len(faults)} actor-fault lines in the log; problems {len(chaos.problems)}; "
+          f"RSS at the end {rss_end} KiB")
     assert not chaos.problems, chaos.problems[:20]
     assert chaos.pings > 0
     assert not faults, "\n".join(faults[:20])
