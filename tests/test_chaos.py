@@ -322,6 +322,15 @@ class Chaos:
             self.slowest_ping = max(self.slowest_ping, time.monotonic() - began)
             self.pings += 1
 
+    def continuer(self) -> None:
+        # SIGCONT comes from a thread that never waits on the daemon: a child
+        # SIGSTOPped between its clone and its exec holds up the spawning
+        # thread, and os.posix_spawn keeps the GIL meanwhile, so the whole
+        # daemon waits for this SIGCONT (seen with seed 2: a 30 s stall when
+        # the workers, all waiting on answers, were the ones to send it)
+        while not self.stop.wait(0.05):
+            self.continue_due()
+
     def sampler(self) -> None:
         while True:
             value = rss_kib(self.d.proc.pid)
@@ -342,7 +351,6 @@ class Chaos:
                 action(rng)
             except Exception as err:  # noqa: BLE001 - any surprise is a problem to report
                 self.problem(f"worker {index}: {action.__name__}: {type(err).__name__}: {err}")
-            self.continue_due()
             self.stop.wait(rng.random() * 0.15)  # pacing: load, not synchronisation
 
     # -- actions ----------------------------------------------------------
@@ -453,7 +461,7 @@ def test_chaos(make_daemon, no_leftover_processes, capsys):
     for group in GROUPS:  # every group starts somewhere
         d.tell(group, rng.choice(LEVELS))
 
-    threads = [threading.Thread(target=chaos.pinger), threading.Thread(target=chaos.sampler)]
+    threads = [threading.Thread(target=f) for f in (chaos.pinger, chaos.sampler, chaos.continuer)]
     threads += [threading.Thread(target=chaos.worker, args=(i, rng.randrange(1 << 31)))
                 for i in range(WORKERS)]
     began = time.monotonic()
