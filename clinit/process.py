@@ -447,7 +447,7 @@ class Process(Actor):
             env = dict(os.environ, CLINIT_GROUP=self.entry.group, CLINIT_TAG=self.entry.tag,
                        CLINIT_LEVEL=self.level)  # built per spawn: idle actors stay small
             logdir = self.timings.logdir
-            out = output.pipe_for(logdir, self.entry.tag) if logdir else None
+            out = output.pipe_for(logdir, self.entry.tag) if logdir else self._open_log()
             try:
                 pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", self.entry.command], env,
                                      file_actions=self._file_actions(out), setsid=True,
@@ -471,14 +471,22 @@ class Process(Actor):
         reaper.watch(pid, self.actor_ref)
         self.machine.fire("started")
 
+    def _open_log(self) -> int | None:
+        """The `log` file, opened here and not in the child: os.posix_spawn keeps the
+        GIL until the child execs, so an open that blocks there (a FIFO nobody
+        reads) would freeze the whole daemon.  O_NONBLOCK makes such a FIFO fail
+        at once (ENXIO); the children then write to it blocking as usual."""
+        if not self.timings.log:
+            return None
+        fd = os.open(self.timings.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                     | os.O_NONBLOCK, 0o640)
+        os.set_blocking(fd, True)
+        return fd
+
     def _file_actions(self, out: int | None = None) -> list:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-        if out is not None:  # a pipe that output.py copies to LOGDIR/TAG.log
+        if out is not None:  # a pipe that output.py copies to LOGDIR/TAG.log, or the log file
             actions += [(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
-        elif self.timings.log:
-            actions += [(os.POSIX_SPAWN_OPEN, 1, self.timings.log,
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640),
-                        (os.POSIX_SPAWN_DUP2, 1, 2)]
         return actions
 
     def log_exec_error(self, err: OSError) -> None:
