@@ -24,7 +24,8 @@ level, and the invariants of the issue are checked:
 5. `clinit -k` exits 0 and the daemon exits 0 leaving nothing behind;
 6. the daemon's log has no actor fault.
 
-The seed is printed (CLINIT_CHAOS_SEED sets it).  The daemon's RSS is
+The seed is printed (CLINIT_CHAOS_SEED sets it); CLINIT_CHAOS_KEEP_LOG=FILE
+keeps a copy of the daemon's log.  The daemon's RSS is
 sampled every CLINIT_CHAOS_RSS_EVERY seconds (default 5) and printed
 with a verdict on whether it levels off; run with `-s` to see it, e.g.
 `CLINIT_CHAOS_SECONDS=600 python3 -m pytest -s tests/test_chaos.py`.
@@ -47,6 +48,7 @@ import pytest
 
 from clinit.client import Client, NoDaemon
 from clinit.pgroups import proc_table
+from clinit.status import read
 from conftest import processes_with_token, raw_request, wait_for
 
 pytestmark = pytest.mark.slow
@@ -295,6 +297,7 @@ class Chaos:
         self.pings = 0
         self.slowest_ping = 0.0
         self.rss: list[int] = []
+        self.began = time.monotonic()
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -302,7 +305,7 @@ class Chaos:
 
     def problem(self, text: str) -> None:
         with self.lock:
-            self.problems.append(text)
+            self.problems.append(f"{time.monotonic() - self.began:.1f} s: {text}")
 
     def write(self, final=False) -> None:
         self.d.write(self.table.text(final))
@@ -377,8 +380,8 @@ class Chaos:
         result = self.d.cli(*(["-v"] if rng.random() < 0.5 else []), group, level)
         if result.returncode not in (0, 1):
             self.problem(f"clinit {group} {level}: exit {result.returncode}: {result.stderr}")
-        self.check_answer("clinit", result.returncode == 0, (result.stdout + result.stderr).strip()
-                          .splitlines()[0] if result.stdout + result.stderr else "")
+        said = (result.stdout + result.stderr).strip().splitlines()
+        self.check_answer("clinit", result.returncode == 0, said[0] if said else "")
         self.count("tell (CLI)")
 
     def tell_raw(self, rng):
@@ -451,10 +454,19 @@ class Chaos:
         self.count("garbage")
 
 
-def test_chaos(make_daemon, no_leftover_processes, capsys):
+def test_chaos(make_daemon, no_leftover_processes):
     print(f"\nchaos: seed {SEED} (CLINIT_CHAOS_SEED), {SECONDS:g} s (CLINIT_CHAOS_SECONDS)")
-    rng = random.Random(SEED)
     d = make_daemon("", start=False, **SETTINGS)
+    try:
+        chaos_run(d, no_leftover_processes)
+    finally:
+        if os.environ.get("CLINIT_CHAOS_KEEP_LOG"):  # a copy of the daemon's log, for long runs
+            with open(os.environ["CLINIT_CHAOS_KEEP_LOG"], "w") as f:
+                f.write(d.log_text())
+
+
+def chaos_run(d, token: str) -> None:
+    rng = random.Random(SEED)
     chaos = Chaos(d, rng.randrange(1 << 31))
     chaos.write()
     d.start()
@@ -464,7 +476,7 @@ def test_chaos(make_daemon, no_leftover_processes, capsys):
     threads = [threading.Thread(target=f) for f in (chaos.pinger, chaos.sampler, chaos.continuer)]
     threads += [threading.Thread(target=chaos.worker, args=(i, rng.randrange(1 << 31)))
                 for i in range(WORKERS)]
-    began = time.monotonic()
+    began = chaos.began = time.monotonic()
     for t in threads:
         t.start()
     try:
@@ -490,14 +502,10 @@ def test_chaos(make_daemon, no_leftover_processes, capsys):
         result = d.cli(group, table.final[group])
         assert result.returncode == 0, (group, result.stdout, result.stderr)
         assert result.stdout.strip() == "level transition started"
-    for pid in descendants(d.proc.pid):
-        signal_pid(pid, signal.SIGCONT, d.proc.pid)
     states, counts = table.expected()
     want_status = {(g, table.final[g], states[g]) for g in GROUPS}
     print("chaos: final levels " + ", ".join(f"{g} {table.final[g]} {states[g]}" for g in GROUPS)
           + f"; {sum(counts.values())} processes expected")
-
-    from clinit.status import read
 
     def settled():
         got, zombies = census(d.proc.pid)
@@ -523,7 +531,8 @@ def test_chaos(make_daemon, no_leftover_processes, capsys):
     d.cli("-k", check=0)
     assert d.proc.wait(timeout=60) == 0, d.log_text()[-3000:]
     print(f"chaos: shutdown took {time.monotonic() - began:.2f} s")
-    wait_for(lambda: not processes_with_token(no_leftover_processes), timeout=10)
+    wait_for(lambda: not processes_with_token(token), timeout=10)
+    assert not d.socket.exists() and not d.clstat.exists()
 
     # the figures, then 1. and 6.
     log = d.log_text()
