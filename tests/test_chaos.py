@@ -46,9 +46,9 @@ import time
 
 import pytest
 
-from clinit.client import Client, NoDaemon
+from clinit.clstat import read
+from clinit.control import Client, NoDaemon
 from clinit.pgroups import proc_table
-from clinit.status import read
 from conftest import processes_with_token, raw_request, wait_for
 
 pytestmark = pytest.mark.slow

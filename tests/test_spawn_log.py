@@ -22,7 +22,7 @@ def test_a_log_fifo_nobody_reads_fails_the_entry_and_the_daemon_goes_on(make_dae
         h:y:1:once:exec sleep 1000
     """, log=fifo)
     d.cli("g", "1", check=0)
-    wait_for(lambda: f"x: cannot run /bin/sh: [Errno 6] No such device or address: '{fifo}'"
+    wait_for(lambda: f"g/x: cannot run /bin/sh: [Errno 6] No such device or address: '{fifo}'"
              in d.log_text(), message=d.log_text())
     d.cli("h", "1", check=0)  # still answering
     d.wait_state("h", "1", "DONE")
