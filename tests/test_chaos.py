@@ -242,6 +242,14 @@ def census(root: int) -> tuple[dict[str, int], list[int]]:
     return counts, zombies
 
 
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -515,10 +523,16 @@ def chaos_run(d, token: str) -> None:
         wait_for(settled, timeout=60, interval=0.05)
     except AssertionError:
         got, zombies = census(d.proc.pid)
+        table_now = proc_table()
+        extra = [(pid, table_now.get(pid), env_tag(pid), cmdline(pid))
+                 for pid in descendants(d.proc.pid)
+                 if got.get(env_tag(pid), 0) != counts.get(env_tag(pid), 0)]
         pytest.fail(f"never settled (seed {SEED}):\n status {sorted(read(str(d.clstat)))}\n"
                     f" want   {sorted(want_status)}\n processes {sorted(got.items())}\n"
                     f" want      {sorted(counts.items())}\n zombies {zombies}\n"
-                    f" table:\n{table.text(final=True)}")
+                    f" processes of the tags that differ (pid, (state, ppid, pgid, sid), tag, "
+                    f"command):\n  " + "\n  ".join(map(str, extra)) +
+                    f"\n table:\n{table.text(final=True)}")
 
     # 4. -v agrees with the status file and the expected levels
     verbose = d.cli("-v", check=0).stdout
