@@ -11,6 +11,7 @@ supplies guards and actions as methods, named by the rows.
 from __future__ import annotations
 
 import enum
+import weakref
 from typing import Any, Iterable, NamedTuple
 
 __all__ = ["Row", "row", "Machine", "ANY", "LOG_MAX", "to_dot"]
@@ -58,7 +59,11 @@ class Machine:
     __slots__ = ("owner", "_state", "log", "_index")
 
     def __init__(self, owner: Any, table: tuple[Row, ...], initial: enum.Enum):
-        self.owner = owner
+        # Weakly: an owner keeps its machine, and a machine that kept its owner
+        # would make every ended actor a cycle, freed only by the collector's
+        # rare full passes (a daemon ending thousands of Process actors then
+        # grew its RSS for minutes; issue 7).  The owner must outlive it.
+        self.owner = weakref.proxy(owner)
         self._state = initial
         # At least the newest LOG_MAX transitions: enough to see any state
         # passed through, bounded so a process respawning for months stays

@@ -144,7 +144,8 @@ def test_the_transition_hook_sees_the_change_before_the_action_runs():
         def note(self, *args):
             order.append("action")
 
-    Hooked().machine.fire("flip")
+    owner = Hooked()  # a machine refers to its owner weakly: the owner must live
+    owner.machine.fire("flip")
     assert order == ["hook", "action"]
 
 
