@@ -222,7 +222,7 @@ def test_a_tell_in_each_state_wins(make_daemon, tmp_path, state, level):
     held = to_state(d, state)
     if state == "HALTING":
         d.write(table(signals))  # g is back in the table
-    assert d.tell("g", level) == "level transition started"
+    assert d.tell("g", level).startswith("level transition started")
     if state in ("STOPPING", "HALTING"):
         assert alive(held["y"]), "the tell came after the stop ended"
     d.wait_state("g", level, SETTLED[level])
@@ -279,13 +279,13 @@ def test_tells_and_a_halt_back_to_back_all_land(make_daemon, tmp_path):
     d = make_daemon(table(signals), **SLOW)
     client = d.client()
     for level in ("1", "3", "1", "2", "1", "5", "3", "1"):
-        assert client.tell("g", level) == "level transition started"
+        assert client.tell("g", level).startswith("level transition started")
     d.wait_state("g", "1", "DONE", timeout=30)
     one_leader(d, "y")
     one_leader(d, "n")
     assert_no_fault(d)
     for level in ("3", "2"):
-        assert client.tell("g", level) == "level transition started"
+        assert client.tell("g", level).startswith("level transition started")
     took = shutdown(d)  # a halt while stopping and starting
     print(f"shutdown took {took:.2f} s")
     assert_no_fault(d)
