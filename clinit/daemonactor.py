@@ -319,6 +319,8 @@ class Daemon(Actor):
         if ref is None:
             ref = Group.start(name, self.cltab.path, self.actor_ref, self.settings)
             self.groups[name] = ref
+            # until its first report: a shutdown must wait for it to halt too
+            self.states.setdefault(name, GroupState.STOPPING)
         self.seq += 1
         text = plan(self.cltab, self.told.get(name), self.board, name, level)
         if not self._send(name, Tell(level, self.cltab, self.seq)):
