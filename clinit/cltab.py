@@ -149,7 +149,7 @@ class CltabError(Exception):
 class Cltab:
     """A parsed cltab: entries in file order, settings and lookup indexes."""
 
-    __slots__ = ("path", "entries", "settings", "stamp", "_groups", "_tags")
+    __slots__ = ("path", "entries", "settings", "stamp", "_groups", "_tags", "_levels")
 
     def __init__(self, path, entries, settings=None, stamp=None):
         self.path = path
@@ -163,6 +163,7 @@ class Cltab:
             tags.setdefault(e.tag, e)
         self._groups = {g: tuple(es) for g, es in groups.items()}
         self._tags = tags
+        self._levels = {}  # (group, level) -> entries: a table never changes
 
     def __repr__(self):
         return "<Cltab %r: %d entries, %d groups>" % (
@@ -185,7 +186,13 @@ class Cltab:
 
     def level(self, group, level):
         """The entries of group that belong to level, in file order."""
-        return tuple(e for e in self._groups.get(group, ()) if e.in_level(level))
+        key = (group, level)
+        found = self._levels.get(key)
+        if found is None:
+            found = tuple(e for e in self._groups.get(group, ()) if e.in_level(level))
+            if len(self._levels) < 4096:  # levels come from clients: keep it bounded
+                self._levels[key] = found
+        return found
 
 
 def _convert_setting(name, value):

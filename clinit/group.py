@@ -154,6 +154,7 @@ class Group(Actor):
         self._fault_halt = False  # halting because the group itself faulted: end FAILED
         self._since = time.monotonic()  # when the request under way arrived
         self._stopped_count = 0  # members stopped since the last "stopped"
+        self._spawning: set[str] = set()  # CHECKING waits for these members' first reports
 
     # -- public API (through a proxy): each is the same way in as its message
 
@@ -196,8 +197,10 @@ class Group(Actor):
                     member.info = message
                     self._forward(message, member.entry)
                     self._on_progress(urn, state)
-                    if self.machine.state is G.CHECKING and state not in _SPAWNING:
-                        self.check()  # a background entry it waited for has started
+                    if urn in self._spawning and state not in _SPAWNING:
+                        self._spawning.discard(urn)
+                        if not self._spawning and self.machine.state is G.CHECKING:
+                            self.check()  # the last background entry it waited for started
             case Stopped(urn, token):
                 if self._stopping.get(urn) == token:
                     del self._stopping[urn]
@@ -232,6 +235,7 @@ class Group(Actor):
         self._target = level
         self._walk = []
         self._blocked = None
+        self._spawning = set()
         self._faults = []
         self._fault_halt = False
         self._since = time.monotonic()
@@ -241,6 +245,7 @@ class Group(Actor):
         self._target = None
         self._walk = []
         self._blocked = None
+        self._spawning = set()
         self._since = time.monotonic()
         self.machine.fire("halt")
 
@@ -447,8 +452,9 @@ class Group(Actor):
         DONE means their processes run, so a waiting operator finds them."""
         entries = self._cltab.level(self.name, self.level)
         members = [self._members[e.tag] for e in entries if e.tag in self._members]
-        if any(m.state in _SPAWNING for m in members):
-            return  # CHECKING until its report (a message away) comes
+        self._spawning = {m.ref.actor_urn for m in members if m.state in _SPAWNING}
+        if self._spawning:
+            return  # CHECKING until their reports (a message away) come
         tests = [m for m in members if m.entry.mode == "test"]
         if self._faults or any(m.state is not P.PASS for m in tests):
             self.machine.fire("failed")
