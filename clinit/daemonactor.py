@@ -60,7 +60,7 @@ from .fsm import Machine, row, to_dot
 from .group import Group, GroupState
 from .journal import journal_path
 from .journalwriter import JournalWriter
-from .messages import (Down, DropGroup, GroupChanged, Halt, Hangup, Listening, MemberChanged,
+from .messages import (Down, DropGroup, GroupChanged, Halt, Hangup, Listening, MembersChanged,
                        ProcessChanged, Request, Restore, ShutdownTimeout, Signal, Stopped, Tell,
                        Told, WaitExpired)
 from .process import Process, Timings
@@ -156,8 +156,9 @@ class Daemon(Actor):
         match message:
             case GroupChanged():
                 self.group_changed(message)
-            case MemberChanged(group, change):
-                self.board.member_changed(group, change)
+            case MembersChanged(group, changes):
+                for item in changes:
+                    self.board.member_changed(group, item.change)
                 self._to_journal(message)
             case Hangup(token):
                 log.debug("client %d went away: gave up waiting for %s", token,

@@ -39,11 +39,12 @@ import pykka
 
 import time
 
-from . import reaper
+from . import reaper, timers
 from .actor import Actor
 from .cltab import load_cltab
 from .fsm import ANY, Machine, row, to_dot
-from .messages import (Down, Fault, GroupChanged, Halt, MemberChanged, ProcessChanged,
+from .messages import (Down, Fault, FlushMembers, GroupChanged, Halt, MemberChanged, MembersChanged,
+                       ProcessChanged,
                        Restore, Stopped, Tell, Up)
 from .process import Process, ProcessState, Timings, injected_fault
 
@@ -99,6 +100,7 @@ TABLE = (
 _FINISHED = frozenset({P.DONE, P.PASS, P.FAIL, P.CONFIGURED})
 _BLOCKING_MODES = ("wait", "test")
 _SETTLED = frozenset({G.DONE, G.PASSED, G.FAILED})
+FLUSH_AFTER = 0.02  # seconds a member's change may wait to go out with others
 _SPAWNING = frozenset({P.SETUP, P.RUNBG})  # told to start, not yet reported running
 # the state a restored member reaches on its Adopt event (process.py's adoption rows)
 _ADOPTED_STATE = {"adopt": lambda e: P.RUNNING if e.mode == "wait" else P.DONE,
@@ -154,6 +156,7 @@ class Group(Actor):
         self._fault_halt = False  # halting because the group itself faulted: end FAILED
         self._since = time.monotonic()  # when the request under way arrived
         self._stopped_count = 0  # members stopped since the last "stopped"
+        self._outbox: list = []  # member changes not yet sent (MembersChanged)
         self._spawning: set[str] = set()  # CHECKING waits for these members' first reports
 
     # -- public API (through a proxy): each is the same way in as its message
@@ -215,6 +218,8 @@ class Group(Actor):
                     self.machine.fire("member_fault")  # settled: FAILED; else CHECKING sees it
             case Tell(level, cltab, seq):
                 self._tell(level, cltab, seq)
+            case FlushMembers():
+                self._flush_members()
             case Halt(seq):
                 self.seq = max(self.seq, seq)
                 self._fault_halt = False
@@ -256,16 +261,27 @@ class Group(Actor):
             log.info("group %s settled %s at level %s in %.3f s", self.name, new, self.level,
                      time.monotonic() - self._since)
         if self.listener is not None and new is not old:  # a self-loop shows nothing new
+            self._flush_members()  # what its members did comes first
             try:
                 self.listener.tell(GroupChanged(self.name, self.level, new, self.seq))
             except pykka.ActorDeadError:
                 self.listener = None
 
     def _forward(self, change: ProcessChanged, entry) -> None:
-        """Pass a member's change on, so the daemon can show every process."""
-        if self.listener is not None:
+        """Pass a member's change on, so the daemon can show every process:
+        in a batch, sent before the group's own next report or FLUSH_AFTER
+        seconds after the batch began."""
+        if self.listener is None:
+            return
+        if not self._outbox:
+            timers.after(FLUSH_AFTER, self.actor_ref, FlushMembers())
+        self._outbox.append(MemberChanged(self.name, change, entry))
+
+    def _flush_members(self) -> None:
+        if self._outbox and self.listener is not None:
+            batch, self._outbox = tuple(self._outbox), []
             try:
-                self.listener.tell(MemberChanged(self.name, change, entry))
+                self.listener.tell(MembersChanged(self.name, batch))
             except pykka.ActorDeadError:
                 self.listener = None
 

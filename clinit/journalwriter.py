@@ -89,6 +89,9 @@ class JournalWriter(Actor):
                 self._drop_members(name)
             case m.MemberChanged(group, change, entry):
                 self._note(group, change, entry)
+            case m.MembersChanged(_, changes):
+                for item in changes:
+                    self._note(item.group, item.change, item.entry)
             case m.Flush():
                 self._queued = False
                 self._write()

@@ -17,7 +17,7 @@ __all__ = [
     # to a Group
     "Tell", "Halt", "ProcessChanged", "Stopped", "Fault", "Restore",
     # to the Daemon
-    "Request", "GroupChanged", "MemberChanged", "Signal", "Hangup", "WaitExpired", "Listening",
+    "Request", "GroupChanged", "MemberChanged", "MembersChanged", "FlushMembers", "Signal", "Hangup", "WaitExpired", "Listening",
     "ShutdownTimeout",
     # to the status writer
     "DropGroup", "Flush", "Beat",
@@ -149,6 +149,20 @@ class MemberChanged(NamedTuple):
     group: str
     change: ProcessChanged
     entry: Any = None  # the Entry it runs (the journal keeps its mode and command)
+
+
+class MembersChanged(NamedTuple):
+    """The `MemberChanged`s of one group, in order, sent in batches: before
+    the group's own next `GroupChanged`, or FLUSH_AFTER seconds after the
+    first of them, whichever comes first (a mass stop is one message, not
+    a thousand)."""
+
+    group: str
+    changes: tuple  # of MemberChanged
+
+
+class FlushMembers(NamedTuple):
+    """A group's timer: send the batch of member changes."""
 
 
 class Signal(NamedTuple):
