@@ -49,7 +49,7 @@ import pytest
 from clinit.clstat import read
 from clinit.control import Client, NoDaemon
 from clinit.pgroups import proc_table
-from conftest import processes_with_token, raw_request, wait_for
+from conftest import cmdline, processes_with_token, raw_request, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -240,14 +240,6 @@ def census(root: int) -> tuple[dict[str, int], list[int]]:
         if tag is not None:
             counts[tag] = counts.get(tag, 0) + 1
     return counts, zombies
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def rss_kib(pid: int) -> int | None:

@@ -30,7 +30,7 @@ from collections import Counter
 import pytest
 
 from clinit import Group, GroupState
-from conftest import wait_for
+from conftest import environ, wait_for
 
 FAULT = re.compile(r"failed in state|died in state|Traceback|ActorDeadError|actor failed"
                    r"|internal error|did not finish in time|actor is dead")
@@ -38,21 +38,9 @@ FAULT = re.compile(r"failed in state|died in state|Traceback|ActorDeadError|acto
 SLOW = {"term_delay": 1, "kill_delay": 1}
 
 
-def tag_of(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read().split(b"\0")
-    except OSError:
-        return None
-    for item in env:
-        if item.startswith(b"CLINIT_TAG="):
-            return item[len(b"CLINIT_TAG="):].decode()
-    return None
-
-
 def leaders(d, tag: str) -> list[int]:
     """The daemon's children (entry leaders) of `tag`."""
-    return sorted(pid for pid in d.children() if tag_of(pid) == tag)
+    return sorted(pid for pid in d.children() if environ(pid).get("CLINIT_TAG") == tag)
 
 
 def one_leader(d, tag: str) -> int:
