@@ -410,12 +410,28 @@ def test_log_file_quiet_and_debug(make_daemon, tmp_path):
     assert " INFO " not in q.log_text()
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no syslog socket")
-def test_syslog_option_starts(make_daemon):
-    d = make_daemon(WEB, start=False)
-    d.start_with("--syslog")
-    assert d.cli("web", "run", "--wait", check=0)
-    assert d.stop() == 0
+@pytest.mark.skipif(os.path.exists("/dev/log") or os.geteuid() != 0,
+                    reason="needs root and no syslog daemon on /dev/log (the test plays it)")
+def test_syslog_option_sends_records_to_dev_log_as_facility_daemon(make_daemon):
+    import socket as _socket
+
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    listener.bind("/dev/log")  # a real datagram socket where syslog(3) looks
+    try:
+        listener.settimeout(10)
+        d = make_daemon(WEB, start=False)
+        d.start_with("--syslog")
+        d.cli("web", "run", "--wait", check=0)
+        records = []
+        while not any(b"tell run from uid" in r for r in records):
+            records.append(listener.recv(65536))
+        assert d.stop() == 0
+        tell = next(r for r in records if b"tell run from uid" in r)
+        assert tell.startswith(b"<30>")  # facility daemon (3), severity info (6)
+        assert b"clinit[" in tell
+    finally:
+        listener.close()
+        os.unlink("/dev/log")
 
 
 def test_progress_on_a_terminal_is_one_line_redrawn(make_daemon):
