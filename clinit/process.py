@@ -144,7 +144,7 @@ TABLE = (
     row(_STOPPABLE, "stop", S.CONFIGURED, note="nothing runs: stopped at once"),
     row(S.STOPPING, "term_timeout", S.STOPPING, action="send_term", note="term_delay after SIGINT"),
     row(S.STOPPING, "kill_timeout", S.STOPPING, action="send_kill", note="kill_delay after SIGTERM"),
-    row(S.STOPPING, "give_up", S.CONFIGURED, action="finish_stop",
+    row(S.STOPPING, "give_up", S.CONFIGURED, action="abandon_stop",
         note="a leaderless stop: leftovers outlived SIGKILL by kill_delay"),
     row(S.STOPPING, "exited", S.CONFIGURED, action="finish_stop", note="the leader (or the last leftover) is gone"),
     row(ANY, "fault", S.STOPPING, guard="alive", action="send_int",
@@ -557,18 +557,23 @@ class Process(Actor):
         for pgid in self._live_leftovers():
             killpg(pgid, sig)
 
-    def gave_up(self) -> None:
+    def _warn_outlived(self) -> None:
         log.warning("%s: processes left in its group(s) %s outlived SIGKILL by %s s: "
                     "giving up on them", self._name, self._live_leftovers(watch=False),
                     _num(self.timings.kill_delay))
+
+    def gave_up(self) -> None:
+        """PAUSING: the last instance's leftovers will not die; respawn anyway."""
+        self._warn_outlived()
         self.forget_groups()
         self.check_rate()
 
+    def abandon_stop(self) -> None:
+        """STOPPING without a leader: the leftovers will not die; the stop ends."""
+        self._warn_outlived()
+        self.finish_stop()
+
     def finish_stop(self) -> None:
-        if self.machine.log[-1][1] == "give_up":
-            log.warning("%s: processes left in its group(s) %s outlived SIGKILL by %s s: "
-                        "giving up on them", self._name, self._live_leftovers(watch=False),
-                        _num(self.timings.kill_delay))
         timers.cancel(self._timer)
         self._timer = None
         # The leader is gone; whatever is left of its process group (a
