@@ -213,7 +213,9 @@ class Server(socketserver.UnixStreamServer):
         self._held: dict[int, _Conn] = {}  # fd -> connection held for a wait or a watch
         self._holding = 0  # holding requests in hand: working or held
         self._handback: list[_Conn] = []  # held connections workers gave back to the loop
-        self._dirty: set[_Conn] = set()  # held connections with lines to send
+        # held connections with lines to send, in the order lines came for
+        # them: a watch's events go out before the answer posted after them
+        self._dirty: dict[_Conn, None] = {}
         self._wake_pending = False
         self._lock = threading.Lock()  # guards all of the above, _busy and _pool
         self._busy = 0  # requests in the pool's hands
@@ -559,7 +561,7 @@ class Server(socketserver.UnixStreamServer):
                 conn.out.append(_dropped(conn.dropped))
                 conn.dropped = 0
             conn.out.append(line)
-            self._dirty.add(conn)
+            self._dirty[conn] = None
             wake = not self._wake_pending
             self._wake_pending = True
         if wake:
@@ -569,7 +571,7 @@ class Server(socketserver.UnixStreamServer):
     def _take_posts(self) -> None:
         with self._lock:
             handback, self._handback = self._handback, []
-            dirty, self._dirty = self._dirty, set()
+            dirty, self._dirty = self._dirty, {}
             self._wake_pending = False
         for conn in handback:
             self._hold(conn)

@@ -237,24 +237,16 @@ def waiting(client, group: str, level: str | None, timeout: float) -> dict:
                                    f"answer in {timeout + WAIT_MARGIN:g} s")
                 readable, _, _ = select.select([conn] + ([watch] if watch else []), [], [], left)
                 if watch in readable:
-                    chunk = watch.recv(65536)
-                    if not chunk:
-                        watch.close()
-                        watch = None
-                    else:
-                        *lines, watch_buf = (watch_buf + chunk).split(b"\n")
-                        for line in lines:
-                            if first:
-                                first = False  # the watch's own answer
-                                continue
-                            try:
-                                progress.update(json.loads(line))
-                            except ValueError:
-                                pass
+                    watch, watch_buf, first = _read_watch(watch, watch_buf, first, progress)
                 if conn in readable:
                     chunk = conn.recv(65536)
                     answer += chunk
                     if not chunk or answer.endswith(b"\n"):
+                        # the daemon sent the events before the answer: show
+                        # those already here before saying how it ended
+                        while watch is not None and select.select([watch], [], [], 0)[0]:
+                            watch, watch_buf, first = _read_watch(watch, watch_buf, first,
+                                                                  progress)
                         break
         except OSError as err:
             raise NoDaemon(f"the clinit daemon on {client.conf('socket')} went away before "
@@ -266,3 +258,23 @@ def waiting(client, group: str, level: str | None, timeout: float) -> dict:
         if watch is not None:
             watch.close()
     return client.reply(answer)
+
+
+def _read_watch(watch, buf: bytes, first: bool, progress):
+    """Read what the watch connection has and show its events; the watch
+    (None once it closed), the partial line left and whether its own
+    first answer is still to come."""
+    chunk = watch.recv(65536)
+    if not chunk:
+        watch.close()
+        return None, buf, first
+    *lines, buf = (buf + chunk).split(b"\n")
+    for line in lines:
+        if first:
+            first = False  # the watch's own answer
+            continue
+        try:
+            progress.update(json.loads(line))
+        except ValueError:
+            pass
+    return watch, buf, first
