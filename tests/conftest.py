@@ -334,6 +334,12 @@ class Daemon:
         except OSError:
             return ""
 
+    def logged(self, *texts: str) -> str:
+        """The daemon's log once it holds every one of `texts` (a busy log is
+        written in batches, up to 20 ms after its records: clinit/logs.py)."""
+        return wait_for(lambda: (lambda log: all(t in log for t in texts) and log)(self.log_text()),
+                        message=f"the log never said all of {texts}")
+
     def children(self) -> list[int]:
         """Pids whose parent is the daemon."""
         return children_of(self.proc.pid)

@@ -240,8 +240,7 @@ def test_an_injected_process_fault_fails_its_group_and_stops_only_that_process(m
     d.tell("g", "1")
     d.wait_state("g", "1", "FAILED")
     wait_for(lambda: len(d.children()) == 2)  # bad was stopped
-    log = d.log_text()
-    assert "process g/bad failed in state DONE: InjectedFault" in log
+    d.logged("process g/bad failed in state DONE: InjectedFault")
     assert d.status("h", "1") == "DONE"
     assert d.client().request("ping")[0]
     kept = set(d.children())
@@ -267,7 +266,7 @@ def test_an_injected_group_fault_halts_that_group_only_and_a_retell_recovers(mak
     d.tell("g", "1")
     d.wait_state("g", "1", "FAILED")
     wait_for(lambda: d.children() == [other])  # g's processes halted, h's untouched
-    assert "group g failed in state DONE: InjectedFault" in d.log_text()
+    d.logged("group g failed in state DONE: InjectedFault")
     d.tell("g", "1")
     d.wait_state("g", "1", "DONE")
     wait_for(lambda: len(d.children()) == 3)

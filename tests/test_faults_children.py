@@ -49,9 +49,7 @@ def test_a_child_ignoring_sigint_and_sigterm_is_ended_by_sigkill(make_daemon):
     assert d.tell("g", "2").startswith("level transition started: ")
     d.wait_state("g", "2", "DONE")
     assert gone(pid)
-    log = d.log_text()
-    assert "stubborn did not stop: sending SIGTERM" in log
-    assert "stubborn did not stop: sending SIGKILL" in log
+    d.logged("stubborn did not stop: sending SIGTERM", "stubborn did not stop: sending SIGKILL")
     assert not zombies_of(d.proc.pid)
 
 
@@ -99,7 +97,7 @@ def test_a_grandchild_left_by_an_exited_once_leader_is_stopped_with_its_entry(ma
     d.wait_state("g", "2", "DONE")
     assert gone(orphan)
     # sh starts background jobs with SIGINT ignored: the ladder went on to SIGTERM
-    assert "bg did not stop: sending SIGTERM" in d.log_text()
+    d.logged("bg did not stop: sending SIGTERM")
     assert not zombies_of(d.proc.pid)
 
 
@@ -113,7 +111,7 @@ def test_a_grandchild_ignoring_every_stop_signal_but_sigkill_is_killed(make_daem
     d.tell("g", "2")
     d.wait_state("g", "2", "DONE")
     assert gone(orphan)
-    assert "bg did not stop: sending SIGKILL" in d.log_text()
+    d.logged("bg did not stop: sending SIGKILL")
 
 
 def test_a_shutdown_stops_what_exited_leaders_left_behind(make_daemon):

@@ -152,8 +152,8 @@ def test_the_next_daemon_adopts_what_the_killed_one_left(make_daemon, tmp_path):
     try:
         assert environ(before["e"]) == {}  # nothing to find it by but the journal
         d.start()  # the same cltab, socket, status file and journal
-        assert f"removing stale socket {d.socket}" in d.log_text()
-        found = next(line for line in d.log_text().splitlines() if "still run:" in line)
+        log = d.logged(f"removing stale socket {d.socket}", "still run:")
+        found = next(line for line in log.splitlines() if "still run:" in line)
         assert "5 of its 5 running processes still run" in found
         named = {tag: f"{'w' if tag == 'w' else 'g'}/{tag}" for tag in before}
         assert all(f"{named[tag]} pid {pid}" in found for tag, pid in before.items())
@@ -213,10 +213,9 @@ def test_a_survivor_whose_entry_changed_or_vanished_is_stopped(make_daemon, tmp_
                        .replace("exec sleep 1004.{u}", "exec sleep 1006.{u}")
         d.write(changed.format(folder=tmp_path, u=U))
         d.start()
-        log = d.log_text()
-        assert f"stopping g/c pid {before['c']}, left by an earlier daemon: its command changed" in log
-        assert (f"stopping g/a pid {before['a']}, left by an earlier daemon: "
-                "its entry was deleted from cltab") in log
+        d.logged(f"stopping g/c pid {before['c']}, left by an earlier daemon: its command changed",
+                 f"stopping g/a pid {before['a']}, left by an earlier daemon: "
+                 "its entry was deleted from cltab")
         wait_for(lambda: gone(before["a"]) and gone(before["c"]))
         assert all(alive(before[tag]) for tag in "bew")  # unchanged: adopted
         wait_for(lambda: d.cli("-v", check=0).stdout == shown)
@@ -258,9 +257,8 @@ def test_without_a_usable_journal_nothing_is_adopted_and_the_orphans_are_named(m
         with open(f"{d.clstat}.journal", "w") as f:
             f.write("{ not a journal\n")
         d.start()
-        log = d.log_text()
-        assert f"journal {d.clstat}.journal is corrupt (line 1: not JSON" in log
-        assert "adopting nothing" in log
+        log = d.logged(f"journal {d.clstat}.journal is corrupt (line 1: not JSON",
+                       "adopting nothing", "started by an earlier daemon")
         warning = next(line for line in log.splitlines() if "started by an earlier daemon" in line)
         assert all(str(pid) in warning for pid in family)  # found by their environment
         wait_for(lambda: d.status() == "")  # the groups are not known

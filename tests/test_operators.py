@@ -386,7 +386,7 @@ def test_the_daemon_logs_tells_with_the_uid_and_rereads_with_timestamps(make_dae
     d.cli("web", "run", "--wait", check=0)
     d.write(WEB + "    web:w9:run:sometimes:true\n")
     d.cli(check=1)
-    log = d.log_text()
+    log = d.logged("tell run", "rejected")
     tell = next(line for line in log.splitlines() if "tell run" in line)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} clinit\[\d+\] INFO ", tell), tell
     assert f"from uid {os.getuid()}" in tell and "web" in tell

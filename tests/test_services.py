@@ -87,8 +87,7 @@ def test_a_sigkilled_nginx_master_comes_back_once_its_workers_released_the_port(
     assert second.startswith(b"pid ")
     new_master, = wait_for(lambda: d.children())
     assert new_master != master and alive(new_master)
-    log = d.log_text()
-    assert "web/nginx: the last instance left processes in its group" in log
+    log = d.logged("web/nginx: the last instance left processes in its group")
     assert "keeps failing" not in log and "respawning too rapidly" not in log
     d.tell("web", "stop")
     d.wait_state("web", "stop", "DONE")
@@ -129,7 +128,7 @@ def test_a_restarted_daemon_adopts_a_real_redis_that_rewrote_its_title(make_daem
     # the same redis, still serving, adopted: the group is as it was, before any tell
     d.wait_state("cache", "1", "DONE")
     assert redis_ping(port) and not gone(pid)
-    restart_log = d.log_text().split("ended without a shutdown")[-1]
+    restart_log = d.logged("still run").split("ended without a shutdown")[-1]
     assert "1 of its 1 running processes still run" in restart_log and str(pid) in restart_log
     # a re-tell starts no second redis (the adopted one is not the new daemon's child)
     d.cli("cache", "1", "--wait", check=0)

@@ -136,7 +136,7 @@ def test_another_user_is_refused_even_when_the_socket_file_lets_it_in(make_daemo
         assert reply["ok"] is False and reply["answer"].startswith("permission denied"), reply
     assert d.proc.poll() is None
     assert (d.clstat.read_text(), d.children()) == before
-    assert f"refused a client of uid {NOBODY.pw_uid}" in d.log_text()
+    d.logged(f"refused a client of uid {NOBODY.pw_uid}")
     assert d.client().request("ping")[0]  # root still is obeyed
 
 
