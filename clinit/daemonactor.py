@@ -393,7 +393,7 @@ class Daemon(Actor):
             return
         self.states[name] = state
         self.writer.tell(change)
-        self.board.group_changed(name, change.level, state, change.seq)
+        self.board.group_changed(name, change.level, state, change.seq, change.path)
         self._to_journal(change)
         if state is GroupState.CONFIGURED and name in self.dropping:
             self.dropping.discard(name)

@@ -5,9 +5,13 @@ want (not in the level, deleted from cltab, or with a changed mode or
 command), forgets them, then walks the level's entries in cltab order:
 new or changed entries start, `wait` and `test` entries block the walk
 until they finish, entries that already ran unchanged are skipped.
-Every transition goes to the listener as `messages.GroupChanged` (with
+Every transition goes to the listener in a `messages.GroupChanged` (with
 the number of the newest tell or halt, so a waiter knows which request a
 report answers), and every member's change as `messages.MemberChanged`.
+The transitions of one message's handling go out as one report, the
+states passed through in its `path` (a re-tell passes through four
+states before DONE: one report instead of five, for the daemon and for
+the status and journal writers it feeds).
 
 `Restore` brings the group back as an earlier daemon, killed with
 SIGKILL, left it (the `restore_*` rows; journal.py): at its level, with
@@ -157,6 +161,8 @@ class Group(Actor):
         self._since = time.monotonic()  # when the request under way arrived
         self._stopped_count = 0  # members stopped since the last "stopped"
         self._outbox: list = []  # member changes not yet sent (MembersChanged)
+        self._reached: list = []  # (level, state) of transitions not yet reported
+        self._handling = False  # inside on_receive: transitions are reported at its end
         self._spawning: set[str] = set()  # CHECKING waits for these members' first reports
 
     # -- public API (through a proxy): each is the same way in as its message
@@ -187,10 +193,14 @@ class Group(Actor):
     # -- messages --------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        self._handling = True
         try:
             self._receive(message)
         except Exception as exc:  # noqa: BLE001 - the fault policy is the handler
             self._fault(exc)
+        finally:
+            self._handling = False
+            self._report()
 
     def _receive(self, message: Any) -> None:
         match message:
@@ -261,11 +271,21 @@ class Group(Actor):
             log.info("group %s settled %s at level %s in %.3f s", self.name, new, self.level,
                      time.monotonic() - self._since)
         if self.listener is not None and new is not old:  # a self-loop shows nothing new
-            self._flush_members()  # what its members did comes first
-            try:
-                self.listener.tell(GroupChanged(self.name, self.level, new, self.seq))
-            except pykka.ActorDeadError:
-                self.listener = None
+            self._reached.append((self.level, new))
+            if not self._handling:
+                self._report()
+
+    def _report(self) -> None:
+        """The transitions not yet reported, as one GroupChanged."""
+        if not self._reached or self.listener is None:
+            return
+        self._flush_members()  # what its members did comes first
+        reached, self._reached = self._reached, []
+        level, state = reached[-1]
+        try:
+            self.listener.tell(GroupChanged(self.name, level, state, self.seq, tuple(reached[:-1])))
+        except pykka.ActorDeadError:
+            self.listener = None
 
     def _forward(self, change: ProcessChanged, entry) -> None:
         """Pass a member's change on, so the daemon can show every process:

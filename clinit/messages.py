@@ -135,12 +135,14 @@ class Request(NamedTuple):
 
 
 class GroupChanged(NamedTuple):
-    """A group's transition; also what the status writer keeps."""
+    """A group's transitions, ending in `state` at `level`; also what the
+    status writer keeps."""
 
     name: str
     level: str | None
     state: Any  # GroupState
     seq: int = 0  # the newest tell or halt the group has taken
+    path: tuple = ()  # (level, state) of the states passed through before `state`, in order
 
 
 class MemberChanged(NamedTuple):

@@ -73,18 +73,22 @@ class Board:
 
     # -- reports ---------------------------------------------------------------
 
-    def group_changed(self, name: str, level, state, seq: int) -> None:
+    def group_changed(self, name: str, level, state, seq: int, path: tuple = ()) -> None:
+        """`name` is now `state` at `level`, having passed through `path`
+        ((level, state) pairs, in order) since its last report."""
         now = time.time()
         view = self.groups.get(name)
         if view is None:
             self.groups[name] = _GroupView(level, str(state), seq, now)
         else:
             view.level, view.state, view.seq, view.since = level, str(state), seq, now
-        if self.watchers:
-            self._emit(name, {"event": "group", "time": now, "group": name,
-                              "level": level, "state": str(state)})
-        if self.waiters:
-            self._answer_waiters(name, level, str(state), seq)
+        if self.watchers or self.waiters:
+            for step_level, step in (*path, (level, state)):
+                if self.watchers:
+                    self._emit(name, {"event": "group", "time": now, "group": name,
+                                      "level": step_level, "state": str(step)})
+                if self.waiters:
+                    self._answer_waiters(name, step_level, str(step), seq)
 
     def member_changed(self, group: str, change) -> None:
         views = self.procs.setdefault(group, {})

@@ -534,9 +534,13 @@ def test_the_listener_sees_the_level_being_left_until_starting(world):
         settle(g, G.DONE)
         g.tell("2").get()
         settle(g, G.DONE, count=2)
-        msgs = wait_for(lambda: (m := [x for x in rec.proxy().messages().get()
-                                       if isinstance(x, GroupChanged)]) and len(m) == 10 and m)
-        assert [(m.level, m.state) for m in msgs] == [
+
+        def reached():  # each report: the states passed through, then where it ended
+            return [step for m in rec.proxy().messages().get() if isinstance(m, GroupChanged)
+                    for step in (*m.path, (m.level, m.state))]
+        steps = wait_for(lambda: (s := reached()) and len(s) == 10 and s)
+        msgs = [m for m in rec.proxy().messages().get() if isinstance(m, GroupChanged)]
+        assert steps == [
             (None, G.STOPPING), (None, G.DUMPING), ("1", G.STARTING), ("1", G.CHECKING),
             ("1", G.DONE),
             ("1", G.STOPPING), ("1", G.DUMPING), ("2", G.STARTING), ("2", G.CHECKING),
