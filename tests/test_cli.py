@@ -223,3 +223,37 @@ def _answers(client: Client) -> bool:
         return client.request("ping")[0]
     except NoDaemon:
         return False
+
+
+def test_the_common_forms_parse_as_docopt_parses_them_without_it():
+    # clinit.cli skips docopt (1.5 ms a command) for the forms scripts run
+    # most; whatever it parses itself must be exactly what docopt gives.
+    import itertools
+
+    from docopt import DocoptExit, docopt
+
+    from clinit import cli
+
+    parts = [["-c", "/x/cltab"], ["-s", "/x/sock"], ["-v"], ["-k"], ["--wait"],
+             ["--timeout", "5"], ["-c", "-v"], ["-v", "-v"], ["-c"], ["--timeout"], ["-cX"],
+             ["--status"], ["--", "g"], ["-1"]]
+    words = [[], ["run"], ["web", "run"], ["web", "run", "x"]]
+    fast = 0
+    for n in range(4):
+        for chosen in itertools.permutations(parts, n):
+            for positional in words:
+                for at in {0, len(chosen)}:
+                    argv = [w for p in chosen[:at] for w in p] + positional + \
+                           [w for p in chosen[at:] for w in p]
+                    ours = cli._parse_common(argv)
+                    if ours is None:
+                        continue
+                    fast += 1
+                    try:
+                        theirs = dict(docopt(cli.__doc__, argv=argv, default_help=False))
+                    except DocoptExit:
+                        theirs = None
+                    assert ours == theirs, argv
+    assert fast > 500
+    for argv in (["web", "run"], ["-c", "t", "web", "run", "--wait"], [], ["-k", "-v"], ["-v"]):
+        assert cli._parse_common(argv) is not None, argv
