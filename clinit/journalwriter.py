@@ -90,8 +90,15 @@ class JournalWriter(Actor):
             case m.MemberChanged(group, change, entry):
                 self._note(group, change, entry)
             case m.MembersChanged(_, changes):
+                # only the last change of each process in a batch is kept
+                # (a spawn reports three), but its entry may be on an earlier one
+                last: dict = {}
                 for item in changes:
-                    self._note(item.group, item.change, item.entry)
+                    key = item.change.tag
+                    entry = item.entry if item.entry is not None else last.get(key, (0, 0, None))[2]
+                    last[key] = (item.group, item.change, entry)
+                for group, change, entry in last.values():
+                    self._note(group, change, entry)
             case m.Flush():
                 self._queued = False
                 self._write()

@@ -217,3 +217,27 @@ def test_a_journal_that_cannot_be_written_is_logged_once(tmp_path, caplog):
         assert "written again" in caplog.text
     finally:
         ref.stop()
+
+
+def test_a_batch_of_member_changes_is_kept_as_each_members_last_with_its_entry(tmp_path):
+    # A spawn reports three changes, only the first with its entry; a batch
+    # keeps the last of each, known by the entry the first one carried.
+    path = str(tmp_path / "clstat.journal")
+    child = subprocess.Popen(["sleep", "1000"])
+    ref = JournalWriter.start(path)
+    try:
+        entry = parse_cltab("g:a:1:respawn:exec sleep 1000").tag("a")
+        ref.tell(m.GroupChanged("g", "1", "DONE"))
+        ref.tell(m.MembersChanged("g", (
+            m.MemberChanged("g", m.ProcessChanged("urn:a", "a", "SETUP", None, None), entry),
+            m.MemberChanged("g", m.ProcessChanged("urn:b", "b", "SETUP", None, None)),  # unknown
+            m.MemberChanged("g", m.ProcessChanged("urn:a", "a", "RUNBG", None, child.pid)),
+            m.MemberChanged("g", m.ProcessChanged("urn:a", "a", "DONE", None, child.pid)))))
+        snap = wait_for(lambda: os.path.exists(path) and (s := loads(open(path).read())).members
+                        and s)
+        assert snap.members == (MemberRecord("g", "a", "respawn", "exec sleep 1000", "DONE", None,
+                                             child.pid, proc_start(child.pid)),)
+    finally:
+        ref.stop()
+        child.kill()
+        child.wait()
