@@ -209,6 +209,8 @@ class Group(Actor):
                 if member is not None:
                     member.info = message
                     self._forward(message, member.entry)
+                    for step in message.path:
+                        self._on_progress(urn, step)
                     self._on_progress(urn, state)
                     if urn in self._spawning and state not in _SPAWNING:
                         self._spawning.discard(urn)

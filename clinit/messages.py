@@ -107,6 +107,7 @@ class ProcessChanged(NamedTuple):
     started: float | None = None  # time.time() of the last spawn
     restarts: int = 0
     throttled_until: float | None = None  # time.time() the respawn pause ends
+    path: tuple = ()  # the states entered before `state` since the last report, in order
 
 
 class Stopped(NamedTuple):

@@ -216,6 +216,9 @@ class Process(Actor):
         self._clearing = False  # PAUSING: the last instance's leftovers are being stopped
         self._pidfd: int | None = None  # the leader is adopted (not our child): its pidfd
         self._name = f"{entry.group}/{entry.tag}"  # how log records name it
+        self._reached: list = []  # states entered and not yet reported
+        self._exit_rc: int | None = None  # an exit not yet reported (a respawn clears self.rc)
+        self._handling = False  # inside on_receive: transitions are reported at its end
 
     # -- public API (through a proxy): each is the same way in as its message
 
@@ -245,10 +248,14 @@ class Process(Actor):
     # -- messages --------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        self._handling = True
         try:
             self._receive(message)
         except Exception as exc:  # noqa: BLE001 - the fault policy is the handler
             self._fault(exc)
+        finally:
+            self._handling = False
+            self._report()
 
     def _receive(self, message: Any) -> None:
         match message:
@@ -271,7 +278,7 @@ class Process(Actor):
                 log.warning("%s: unknown message %r", self._name, message)
 
     def _leader_exited(self, status: int | None) -> None:
-        self.rc = None if status is None else os.waitstatus_to_exitcode(status)
+        self.rc = self._exit_rc = None if status is None else os.waitstatus_to_exitcode(status)
         self._pid = None
         state = self.machine.state
         expected = state is S.STOPPING or self.entry.mode != "respawn"
@@ -326,14 +333,30 @@ class Process(Actor):
         if new in (S.DONE, S.RUNNING) and _inject["value"] is not None:
             injected_fault("process", self.entry.tag)
         if not self._final:  # a final stop is reported once, by its Stopped ack
-            self._notify(self.report())
+            self._reached.append(new)
+            if not self._handling:
+                self._report()
 
-    def report(self) -> ProcessChanged:
-        """What the process is now, as its listener hears it."""
-        return ProcessChanged(self.actor_urn, self.entry.tag, self.machine.state, self.rc,
-                              self._pid, self._started, self._restarts, self._throttled_until)
+    def _report(self) -> None:
+        """The states entered since the last report, as one ProcessChanged: a
+        spawn (SETUP, RUNBG, DONE in one handler) is one message, not three."""
+        if self._reached:
+            reached, self._reached = self._reached, []
+            if not self._final:
+                self._notify(self.report(tuple(reached[:-1])))
+            self._exit_rc = None
+
+    def report(self, path: tuple = ()) -> ProcessChanged:
+        """What the process is now, as its listener hears it (with the exit
+        that a respawn in the same handler has already cleared)."""
+        rc = self.rc if self.rc is not None else self._exit_rc
+        return ProcessChanged(self.actor_urn, self.entry.tag, self.machine.state, rc,
+                              self._pid, self._started, self._restarts, self._throttled_until,
+                              path)
 
     def _notify(self, message: tuple) -> None:
+        if self._reached and not isinstance(message, ProcessChanged):
+            self._report()  # the states it reached come before an ack or a fault
         if self.listener is not None:
             try:
                 self.listener.tell(message)
@@ -525,7 +548,7 @@ class Process(Actor):
         self._throttled_until = time.time() + pause
         log.warning("%s respawning too rapidly: sleeping %s seconds", self.entry.tag, _num(pause))
         self._arm(pause, "continue")
-        if not self._final:  # PAUSING was reported before the pause had an end
+        if not self._final and not self._handling:  # reported before the pause had an end
             self._notify(self.report())
 
     def send_int(self) -> None:

@@ -70,6 +70,8 @@ class Board:
         self.procs: dict[str, dict[str, _ProcView]] = {}  # group -> tag -> view
         self.waiters: dict[int, _Waiter] = {}
         self.watchers: dict[int, tuple[str | None, Any]] = {}  # token -> (group filter, reply)
+        self.versions: dict[str, int] = {}  # group -> count of its members' changes (plan's cache)
+        self.plans: dict[tuple, tuple] = {}  # plan()'s answers, while nothing they read changed
 
     # -- reports ---------------------------------------------------------------
 
@@ -91,6 +93,7 @@ class Board:
                     self._answer_waiters(name, step_level, str(step), seq)
 
     def member_changed(self, group: str, change) -> None:
+        self.versions[group] = self.versions.get(group, 0) + 1
         views = self.procs.setdefault(group, {})
         view = views.get(change.tag)
         if view is None:
@@ -98,14 +101,17 @@ class Board:
         else:
             view.update(change)
         if self.watchers:
-            self._emit(group, {"event": "process", "time": time.time(), "group": group,
-                               "tag": change.tag, "state": str(change.state),
-                               "pid": change.pid, "rc": change.rc})
+            now = time.time()
+            for state in (*change.path, change.state):  # the states it went through, in order
+                self._emit(group, {"event": "process", "time": now, "group": group,
+                                   "tag": change.tag, "state": str(state),
+                                   "pid": change.pid, "rc": change.rc})
 
     def forget_group(self, name: str) -> None:
         """A group deleted from cltab has been halted and dropped."""
         self.groups.pop(name, None)
         self.procs.pop(name, None)
+        self.versions[name] = self.versions.get(name, 0) + 1
 
     def _emit(self, group: str, event: dict) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
@@ -259,8 +265,20 @@ def plan(cltab, told, board: Board, group: str, level: str) -> str:
 
     `told` is the table the group's processes were started from (None:
     the same as `cltab`).  An entry kept is one whose process is held
-    (not CONFIGURED) and which the new level keeps unchanged.
+    (not CONFIGURED) and which the new level keeps unchanged.  The answer
+    is kept until the group's processes change (re-tells of a settled
+    group, a script's usual loop, cost a lookup, not a walk of the group).
     """
+    key = (id(cltab), id(told), group, level, board.versions.get(group, 0))
+    kept = board.plans.get(key)  # (cltab, told, text): holding the tables keeps their ids theirs
+    if kept is None or kept[0] is not cltab or kept[1] is not told:
+        if len(board.plans) > 256:
+            board.plans.clear()
+        kept = board.plans[key] = (cltab, told, _plan(cltab, told, board, group, level))
+    return kept[2]
+
+
+def _plan(cltab, told, board: Board, group: str, level: str) -> str:
     entries = cltab.level(group, level)
     wanted = {e.tag: e for e in entries}
     held = {tag for tag, v in board.procs.get(group, {}).items() if v.state != "CONFIGURED"}

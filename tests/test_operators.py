@@ -491,3 +491,20 @@ def test_a_refused_user_is_told_the_socket_its_owner_and_its_uid_and_exits_1(
     assert f"uid {NOBODY.pw_uid}" in result.stderr
     assert "no clinit daemon" not in result.stderr
     assert d.status() == ""
+
+
+def test_a_tells_plan_is_kept_only_while_the_group_and_the_table_stay_as_they_were():
+    from clinit import watchers
+    from clinit.cltab import parse_cltab
+    from clinit.messages import ProcessChanged
+
+    table = parse_cltab("g:a:1:once:sleep 1\ng:b:1:once:sleep 1\n")
+    board = watchers.Board()
+    first = watchers.plan(table, None, board, "g", "1")
+    assert first.endswith("2 entries to start, 0 to stop")
+    assert watchers.plan(table, None, board, "g", "1") is first  # kept
+    board.member_changed("g", ProcessChanged("urn:a", "a", "DONE", None, 42))
+    assert watchers.plan(table, None, board, "g", "1").endswith("1 entry to start, 0 to stop, 1 kept")
+    changed = parse_cltab("g:a:1:once:sleep 2\ng:b:1:once:sleep 1\n")  # a re-read: a's command
+    assert watchers.plan(changed, table, board, "g", "1").endswith(
+        "2 entries to start, 1 to stop")

@@ -472,7 +472,9 @@ def test_the_listener_hears_every_transition_and_the_acknowledged_stop(run):
                         and isinstance(m[-1], Stopped) and m)
         urn = msgs[0].urn
         reports = [m for m in msgs if isinstance(m, ProcessChanged)]
-        assert [m.state for m in reports] == [new for _, _, new in p.transitions().get()]
+        # each report: the states entered since the last one, then where it is
+        steps = [state for m in reports for state in (*m.path, m.state)]
+        assert steps == [new for _, _, new in p.transitions().get()]
         assert all(m.tag == "t" for m in reports)
         assert msgs[-1] == Stopped(urn, "token-1")
     finally:
