@@ -72,6 +72,7 @@ class Board:
         self.watchers: dict[int, tuple[str | None, Any]] = {}  # token -> (group filter, reply)
         self.versions: dict[str, int] = {}  # group -> count of its members' changes (plan's cache)
         self.plans: dict[tuple, tuple] = {}  # plan()'s answers, while nothing they read changed
+        self.plans_for: Any = None  # the table those answers are from
 
     # -- reports ---------------------------------------------------------------
 
@@ -269,13 +270,14 @@ def plan(cltab, told, board: Board, group: str, level: str) -> str:
     is kept until the group's processes change (re-tells of a settled
     group, a script's usual loop, cost a lookup, not a walk of the group).
     """
-    key = (id(cltab), id(told), group, level, board.versions.get(group, 0))
-    kept = board.plans.get(key)  # (cltab, told, text): holding the tables keeps their ids theirs
-    if kept is None or kept[0] is not cltab or kept[1] is not told:
-        if len(board.plans) > 256:
-            board.plans.clear()
-        kept = board.plans[key] = (cltab, told, _plan(cltab, told, board, group, level))
-    return kept[2]
+    if board.plans_for is not cltab or len(board.plans) > 256:
+        board.plans.clear()  # a re-read: answers from the old table are void (and not kept)
+        board.plans_for = cltab
+    key = (id(told), group, level, board.versions.get(group, 0))
+    kept = board.plans.get(key)  # (told, text): holding `told` keeps its id its own
+    if kept is None or kept[0] is not told:
+        kept = board.plans[key] = (told, _plan(cltab, told, board, group, level))
+    return kept[1]
 
 
 def _plan(cltab, told, board: Board, group: str, level: str) -> str:
