@@ -387,7 +387,10 @@ class Group(Actor):
         if member is not None:
             if self._members.get(member.entry.tag) is member:
                 del self._members[member.entry.tag]
-            self._forward(member.info._replace(state=P.CONFIGURED, pid=None), member.entry)
+            info = member.info  # its last report, as it is now: stopped, no pid
+            self._forward(ProcessChanged(info.urn, info.tag, P.CONFIGURED, info.rc, None,
+                                         info.started, info.restarts, info.throttled_until),
+                          member.entry)
 
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}

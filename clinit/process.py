@@ -284,9 +284,10 @@ class Process(Actor):
         expected = state is S.STOPPING or self.entry.mode != "respawn"
         # an exit our own stop caused is the group's to sum up (at INFO, once
         # per stop): a thousand lines would slow a mass stop and bury the rest
-        log.log(logging.DEBUG if state is S.STOPPING else logging.INFO,
-                "%s: pid %s %s%s", self._name, self._pgid, _exit_text(self.rc),
-                 "" if expected else " (unexpected: respawning)")
+        level = logging.DEBUG if state is S.STOPPING else logging.INFO
+        if log.isEnabledFor(level):  # the text is not made for nothing
+            log.log(level, "%s: pid %s %s%s", self._name, self._pgid, _exit_text(self.rc),
+                    "" if expected else " (unexpected: respawning)")
         if self.entry.mode == "respawn" and state is not S.STOPPING:
             self._count_failure()
         if state is not S.STOPPING and self._pidfd is None:  # an adopted group is not provably ours

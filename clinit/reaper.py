@@ -96,10 +96,11 @@ def wait_status(info) -> int:
 
 
 class _Watched:
-    __slots__ = ("owner", "fd", "child")
+    __slots__ = ("owner", "fd", "child", "shared")
 
-    def __init__(self, owner, fd: int, child: bool):
+    def __init__(self, owner, fd: int, child: bool, shared: bool):
         self.owner, self.fd, self.child = owner, fd, child
+        self.shared = shared  # a copy of the caller's pidfd: closing it leaves it in the epoll set
 
 
 class _Waiter:
@@ -306,7 +307,7 @@ class Reaper(Actor):
                 _forward(pid, status, owner)
                 return
             # else a new child has the pid of a swept orphan: that status is not its own
-        self.watched[pid] = _Watched(owner, fd, child)
+        self.watched[pid] = _Watched(owner, fd, child, pidfd is not None)
         self.pids[fd] = pid
         self._living_waiter().add(fd)
 
@@ -352,7 +353,8 @@ class Reaper(Actor):
     def _done(self, pid: int, status: int | None) -> None:
         entry = self.watched.pop(pid)
         del self.pids[entry.fd]
-        self.waiter.drop(entry.fd)
+        if entry.shared:  # else closing its only descriptor takes it out of the epoll set
+            self.waiter.drop(entry.fd)
         os.close(entry.fd)
         _forward(pid, status, entry.owner)
 
