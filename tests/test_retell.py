@@ -35,7 +35,7 @@ from conftest import environ, wait_for
 FAULT = re.compile(r"failed in state|died in state|Traceback|ActorDeadError|actor failed"
                    r"|internal error|did not finish in time|actor is dead")
 
-SLOW = {"term_delay": 1, "kill_delay": 1}
+SLOW = {"term_delay": 0.5, "kill_delay": 0.5}  # long enough to tell while it lasts
 
 
 def leaders(d, tag: str) -> list[int]:
