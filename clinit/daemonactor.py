@@ -93,7 +93,7 @@ class DaemonState(enum.Enum):
     EXITED = "EXITED"
 
     def __str__(self) -> str:
-        return self.value
+        return self._value_  # the attribute itself: .value goes through enum's descriptor
 
 
 D = DaemonState

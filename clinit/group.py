@@ -69,7 +69,7 @@ class GroupState(enum.Enum):
     HALTING = "HALTING"
 
     def __str__(self) -> str:
-        return self.value
+        return self._value_  # the attribute itself: .value goes through enum's descriptor
 
 
 G = GroupState

@@ -100,7 +100,7 @@ class ProcessState(enum.Enum):
     STOPPING = "STOPPING"
 
     def __str__(self) -> str:
-        return self.value
+        return self._value_  # the attribute itself: .value goes through enum's descriptor
 
 
 S = ProcessState
