@@ -117,6 +117,14 @@ def dot() -> str:
     return to_dot("group", TABLE, GroupState)
 
 
+def _now_in(info: ProcessChanged, state: ProcessState) -> ProcessChanged:
+    """A member's last report, moved on to `state` by the group itself: the
+    states its process passed through before that report (`path`) were
+    reported with it, and must not be shown again."""
+    return ProcessChanged(info.urn, info.tag, state, info.rc, info.pid, info.started,
+                          info.restarts, info.throttled_until)
+
+
 class _Member:
     """What the group knows of one of its processes."""
 
@@ -380,7 +388,7 @@ class Group(Actor):
         self._stopping[urn] = self._token
         self._stopped_count += 1
         if member.info.pid is not None:
-            self._forward(member.info._replace(state=P.STOPPING), member.entry)
+            self._forward(_now_in(member.info, P.STOPPING), member.entry)
 
     def _forget_member(self, urn: str) -> None:
         member = self._by_urn.pop(urn, None)
@@ -474,7 +482,7 @@ class Group(Actor):
             self.machine.fire(f"restore_{restore.state.lower()}")
 
     def _up(self, member: _Member) -> None:
-        member.info = member.info._replace(state=P.SETUP)  # it will leave CONFIGURED; reports follow
+        member.info = _now_in(member.info, P.SETUP)  # it will leave CONFIGURED; reports follow
         member.ref.tell(Up())
         if member.entry.mode in _BLOCKING_MODES:
             self._blocked = (member.ref.actor_urn, False)

@@ -280,6 +280,25 @@ def test_follow_json_streams_group_and_process_transitions(make_daemon):
     assert f.stop() in (0, 130)
 
 
+def test_follow_shows_a_stop_as_stopping_then_configured_and_repeats_nothing(make_daemon):
+    d = make_daemon("web:w1:run:respawn:exec sleep 1000\nweb:w2:run:once:exec sleep 1000\n",
+                    start=False)
+    d.start_with("--debug")
+    f = Follower(d, "--json")
+    watching(d)
+    d.cli("web", "run", "--wait", check=0)
+    wait_for(lambda: any('"state":"DONE"' in line and '"group"' in line for line in f.lines))
+    started = len(f.lines)
+    d.cli("web", "stop", "--wait", check=0)
+    wait_for(lambda: any('"level":"stop"' in line and '"state":"DONE"' in line
+                         for line in f.lines[started:]))
+    events = [json.loads(line) for line in f.lines[started:]]
+    for tag in ("w1", "w2"):
+        states = [e["state"] for e in events if e["event"] == "process" and e["tag"] == tag]
+        assert states == ["STOPPING", "CONFIGURED"], (tag, states)
+    f.stop()
+
+
 def test_follow_of_one_group_shows_only_that_group_in_plain_lines(make_daemon):
     d = make_daemon(WEB + "    db:d1:1:once:true\n", start=False)
     d.start_with("--debug")
