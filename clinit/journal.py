@@ -81,9 +81,13 @@ def journal_path(clstat: str) -> str:
 def proc_start(pid: int, parent: int | None = None) -> int | None:
     """`pid`'s start time (clock ticks after boot), None if it is not running
     (gone or a zombie) or, with `parent`, is not that process's child."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+    try:  # os-level: three system calls, where open() makes six and a buffer
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        fields = data.rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
     # fields[0] is field 3 (state): field N is fields[N - 3]

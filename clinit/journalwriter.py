@@ -22,19 +22,22 @@ __all__ = ["JournalWriter", "MIN_GAP", "MODE"]
 
 log = logging.getLogger("clinit.journal")
 
-MIN_GAP = 0.02  # seconds from a change to its write, and at least between two writes ...
+MIN_GAP = 0.02  # seconds of quiet before a burst is written, and at least between two writes ...
 GAP_FACTOR = 20  # ... and at least 20 times what the last write took (<= 5 % of a core) ...
 MAX_GAP = 1.0  # ... but never more than this
+MAX_DEFER = 1.0  # seconds a burst that goes on may wait for its write, at most
 MODE = 0o600  # commands may carry what only the daemon's user should read
 
 
 class JournalWriter(Actor):
-    """Keeps the journal true: one atomic write per burst of messages,
-    MIN_GAP seconds after its first (so a burst is written once, after it
-    ended), and (each write is the whole file) at most one every MIN_GAP
-    seconds, or 20 times what the last one took if more; nothing is written
-    when the burst changed nothing.  A process started just before a
-    SIGKILL may be missing (the next daemon warns of it by its environment).
+    """Keeps the journal true: one atomic write per burst of messages, once
+    no message came for MIN_GAP seconds (so a burst is written once, after
+    it ended, off the critical path of the spawn or stop that made it),
+    or MAX_DEFER seconds after its first if it goes on; and (each write is
+    the whole file) at most one every MIN_GAP seconds, or 20 times what the
+    last one took if more; nothing is written when the burst changed
+    nothing.  A process started just before a SIGKILL may be missing (the
+    next daemon warns of it by its environment).
 
     Messages: `GroupChanged`, `DropGroup`, `Told` (a tell or halt: the
     group's target), `MemberChanged` (a process's state, with its entry),
@@ -65,6 +68,7 @@ class JournalWriter(Actor):
             self._set(member)
         self._queued = False
         self._last = 0.0  # monotonic time of the last write
+        self._began = self._changed = 0.0  # monotonic times of a burst's first and last message
         self._gap = MIN_GAP  # seconds from one write to the next, at least
         self._written: str | None = None  # what the file holds
         self._error: str | None = None
@@ -100,15 +104,22 @@ class JournalWriter(Actor):
                 for group, change, entry in last.values():
                     self._note(group, change, entry)
             case m.Flush():
+                now = time.monotonic()
+                quiet = now - self._changed
+                if quiet < MIN_GAP and now - self._began < MAX_DEFER:  # the burst goes on
+                    timers.after(MIN_GAP - quiet, self.actor_ref, m.Flush())
+                    return
                 self._queued = False
                 self._write()
                 return
             case _:
                 log.warning("journal: unknown message %r", message)
                 return
+        self._changed = now = time.monotonic()
         if not self._queued:  # one write a burst, off the burst's critical path
             self._queued = True
-            wait = max(MIN_GAP, self._last + self._gap - time.monotonic())
+            self._began = now
+            wait = max(MIN_GAP, self._last + self._gap - now)
             timers.after(wait, self.actor_ref, m.Flush())
 
     def _set(self, record: MemberRecord) -> None:

@@ -137,13 +137,15 @@ class _Waiter:
         self._read, self._write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._read, select.EPOLLIN)
         self._thread: threading.Thread | None = None
+        self._alive = False  # its thread runs (cleared by the thread as it ends)
         self.running()
 
     def running(self) -> _Waiter:
         """Self, with its thread started again if it died (a bug: it logged why)."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self._alive:  # a flag, not Thread.is_alive(): this runs on every watch
             if self._thread is not None:
                 log.error("SIGCHLD bridge: the waiting thread is dead: starting a new one")
+            self._alive = True
             self._thread = threading.Thread(target=self._run, name="clinit-wait", daemon=True)
             self._thread.start()
         return self
@@ -180,6 +182,8 @@ class _Waiter:
                 self._step()
         except Exception:  # noqa: BLE001 - log; `running()` starts a new thread
             log.exception("SIGCHLD bridge: the waiting thread failed")
+        finally:
+            self._alive = False
 
     def _step(self) -> None:
         events = self._epoll.poll(-1 if self.timeout is None else self.timeout)
@@ -316,7 +320,11 @@ class Reaper(Actor):
             self.polled[pid] = owner
             self._set_timeout()
             return
-        child = _is_child(fd)
+        # A pid given without a pidfd is a child of ours (a spawn, an orphan
+        # found among our children) and, unless the sweep holds its status,
+        # not yet reaped: no one else's.  If someone did reap it (SIG_IGN, a
+        # foreign waitpid) and its pid was reused, waitid says so at its exit.
+        child = (pidfd is None and pid not in self.held) or _is_child(fd)
         if pid in self.held:
             status = self.held.pop(pid)
             if not child:  # our child, swept before its watch came; its pid now names a stranger
@@ -543,6 +551,9 @@ def ensure(reap_all: bool | None = None) -> pykka.ActorRef:
     also reaps every other child of this process, woken by SIGCHLD: that
     first call must come from the main thread.
     """
+    ref = _state.ref
+    if reap_all is None and ref is not None and ref.is_alive():
+        return ref  # running, and no mode asked for: no lock (every process actor asks)
     with _state.lock:
         if reap_all and _state.handlers.get(signal.SIGCHLD) is None:
             _install(signal.SIGCHLD, _sigchld)
@@ -568,7 +579,9 @@ def watch(pid: int, owner, pidfd: int | None = None) -> None:
     `status` is a wait status, or None when it cannot be known: `pid` is
     not a child of this process (an adopted survivor), or someone else
     reaped it.  The exit may already have happened: a zombie is still
-    reported.
+    reported.  A pid given without a pidfd is taken to be a child (one
+    that is not is still reported, with None and a warning); give a
+    pidfd for any other process.
     """
     ref = _state.ref
     if ref is None or not ref.is_alive():

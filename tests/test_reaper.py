@@ -44,6 +44,28 @@ def test_an_exit_is_delivered_to_the_owner_with_its_status():
     wait_for(lambda: proc_state(pid) is None)
 
 
+def test_a_waiting_thread_that_died_is_started_again_by_the_next_watch(caplog):
+    reaper.ensure()
+    waiter = reaper._waiter()
+    broken = threading.Event()
+
+    def failing_step():
+        broken.set()
+        raise RuntimeError("injected")
+
+    waiter._step = failing_step  # the instance's method: the next turn of its loop raises
+    waiter.poke()
+    assert broken.wait(10)
+    wait_for(lambda: not waiter._alive)
+    del waiter._step
+    inbox = Inbox()
+    pid = spawn("exit 5")
+    reaper.watch(pid, inbox)
+    wait_for(lambda: inbox.messages())
+    assert exit_codes(inbox) == {pid: 5}
+    assert "the waiting thread is dead" in caplog.text
+
+
 def test_an_exit_that_happens_before_watch_is_still_delivered():
     reaper.ensure()
     inbox = Inbox()
