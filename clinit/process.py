@@ -188,6 +188,13 @@ class Process(Actor):
     # up the interpreter's exit; `_stop_left_at_exit` stops them instead.
     use_daemon_thread = True
 
+    # Rare: set only when a leader left processes behind, or was adopted.
+    # As class defaults they cost a process actor nothing until then: its
+    # attributes must stay under 30, or CPython stops sharing the keys of
+    # their dict (1.6 KiB more a process; tests/test_process.py checks).
+    _leftovers: Leftovers | None = None  # what exited leaders left in their groups
+    _pidfd: int | None = None  # the leader is adopted (not our child): its pidfd
+
     def __init__(self, entry, listener: pykka.ActorRef | None = None,
                  timings: Timings | dict | None = None, level: str | None = None):
         super().__init__()
@@ -210,15 +217,16 @@ class Process(Actor):
         self._quick = 0  # restarts in a row that came under respawn_window
         self._down_token: Any = None  # acknowledge the stop that carried it
         self._final = False  # end the actor once that stop is acknowledged
-        # what exited leaders left in their groups: rare, so made only when needed
-        self._leftovers: Leftovers | None = None
         self._stopping_leader = False  # the stop under way began with a live leader
         self._clearing = False  # PAUSING: the last instance's leftovers are being stopped
-        self._pidfd: int | None = None  # the leader is adopted (not our child): its pidfd
-        self._name = f"{entry.group}/{entry.tag}"  # how log records name it
         self._reached: list = []  # states entered and not yet reported
         self._exit_rc: int | None = None  # an exit not yet reported (a respawn clears self.rc)
         self._handling = False  # inside on_receive: transitions are reported at its end
+
+    @property
+    def _name(self) -> str:
+        """How log records name it."""
+        return f"{self.entry.group}/{self.entry.tag}"
 
     # -- public API (through a proxy): each is the same way in as its message
 

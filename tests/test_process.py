@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from clinit import Entry, Process, ProcessState
 from clinit.fsm import ANY, Machine
+from clinit import process as process_module
 from clinit.process import TABLE, Timings
 from clinit.journal import proc_start
 from clinit.messages import Adopt, ProcessChanged, Stopped
@@ -713,3 +715,18 @@ def test_timings_accept_a_settings_dict_or_a_timings_tuple(run):
         assert ref.proxy().timings.get().term_delay == 0.1
     finally:
         ref.stop()
+
+
+def test_a_process_actor_has_few_enough_attributes_to_share_its_dicts_keys():
+    # One Process actor a process: CPython (3.11) shares the keys of its
+    # instances' dicts only while the class has fewer than 30 attribute
+    # names; at 30 each actor carries its own dict, 1.6 KiB more a process
+    # (bench/RESULTS.md, memory at N=1000).  Counted from the source, so an
+    # attribute set in any method counts, plus pykka's own.
+    source = open(os.path.join(os.path.dirname(process_module.__file__), "process.py")).read()
+    body = source[source.index("class Process(Actor)"):]
+    names = set(re.findall(r"self\.(\w+)(?:\s*:[^=\n]+)?\s*=(?!=)", body))
+    made = [Process(entry("true")) for _ in range(3)]  # constructed only: no thread
+    names |= set(vars(made[-1]))
+    assert len(names) < 30, sorted(names)
+    assert sys.getsizeof(vars(made[-1])) < 1024
