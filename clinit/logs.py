@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import logging.handlers
 import os
 import queue
 import sys
@@ -44,14 +43,17 @@ def setup(quiet: bool = False, debug: bool = False, log_file: str | None = None,
     """Configure the root logger for the daemon (raises OSError if the file cannot be opened)."""
     pid = os.getpid()
     handlers: list[logging.Handler] = []
+    if log_file or syslog:
+        # only then: it brings pickle and socket code (0.7 MiB of the daemon's memory)
+        import logging.handlers as log_handlers  # noqa: PLC0415
     if log_file:
-        handler: logging.Handler = logging.handlers.WatchedFileHandler(log_file, delay=False)
+        handler: logging.Handler = log_handlers.WatchedFileHandler(log_file, delay=False)
         handler.setFormatter(logging.Formatter(FORMAT.format(pid=pid)))
         handlers.append(handler)
     if syslog:
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        handler = logging.handlers.SysLogHandler(
-            address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler = log_handlers.SysLogHandler(
+            address=address, facility=log_handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter(SYSLOG_FORMAT.format(pid=pid)))
         handlers.append(handler)
     if not handlers:
@@ -168,8 +170,9 @@ class _Writer(threading.Thread):
 def _write_stream(handler: logging.StreamHandler, records: list) -> None:
     """Several records to a stream (stderr or a file) in one write and flush."""
     try:
-        if isinstance(handler, logging.handlers.WatchedFileHandler):
-            handler.reopenIfNeeded()  # logrotate moved it: once per batch
+        reopen = getattr(handler, "reopenIfNeeded", None)  # a WatchedFileHandler
+        if reopen is not None:
+            reopen()  # logrotate moved it: once per batch
         text = "".join(handler.format(r) + handler.terminator for r in records)
     except Exception:  # noqa: BLE001 - as logging does: report, never raise
         handler.handleError(records[0])

@@ -199,7 +199,10 @@ class DropGroup(NamedTuple):
 
 
 class Flush(NamedTuple):
-    pass
+    """Write the file now (status and journal writers); `when_quiet`: the
+    journal writer's own timer, which waits while a burst goes on."""
+
+    when_quiet: bool = False
 
 
 class Beat(NamedTuple):
