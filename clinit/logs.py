@@ -14,7 +14,7 @@ actor, and a thousand actors logging at once do not fight over the
 handlers' lock.  When the queue is full, records are dropped and counted,
 and the count is logged once there is room again.  A record after a quiet
 spell is written at once; a busy log is written in batches, at most every
-GATHER seconds (so a record may appear up to 20 ms after it was made),
+GATHER seconds (so a record may appear up to 0.1 s after it was made),
 one write and flush per batch and stream.
 """
 
@@ -32,7 +32,7 @@ __all__ = ["setup", "stop", "FORMAT", "QUEUE_RECORDS"]
 
 QUEUE_RECORDS = 10_000  # records waiting for the log thread; past that, dropped and counted
 BATCH_RECORDS = 500  # records the log thread writes at once, at most
-GATHER = 0.02  # seconds between two writes of a busy log: the most a record waits
+GATHER = 0.1  # seconds between two writes of a busy log: the most a record waits
 
 FORMAT = "%(asctime)s clinit[{pid}] %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "clinit[{pid}]: %(levelname)s %(name)s: %(message)s"
