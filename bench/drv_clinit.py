@@ -60,6 +60,10 @@ class Clinit:
         for i in range(int(os.environ.get("CLINIT_BENCH_FOLLOWERS", "0"))):
             out = os.path.join(self.dir, f"follow{i}.jsonl")
             self.followers.append(start_daemon(self.cli("--follow", "--json"), out))
+        # Measure the watches, not the followers' interpreter starts: each
+        # counts once it holds its connection (its imports are done by then).
+        wait_until(lambda: _connections(self.sock) >= len(self.followers), 30,
+                   "the followers to connect")
 
     def shutdown(self):
         stop_daemon(self.proc, lambda: run(self.cli("-k")))
@@ -133,3 +137,16 @@ class Clinit:
     def wire_tell(self):
         a = self.request({"cmd": "tell", "group": GROUP, "level": "run"})
         return bool(a) and a.get("ok") is True and a.get("answer", "").startswith("level transition started")
+
+
+def _connections(path):
+    """Connected sockets bound to `path` (/proc/net/unix): the daemon's ends
+    of its clients' connections."""
+    count = 0
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[5] == "03":
+                count += 1
+    return count

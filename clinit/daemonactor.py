@@ -141,16 +141,19 @@ class Daemon(Actor):
         self.strays: dict[str, tuple[int, pykka.ActorRef]] = {}  # urn -> (token, ref) being stopped
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Request):
-            return self.request(message.request, message.reply)
         try:
-            self._receive(message)
-        except Exception as exc:  # noqa: BLE001 - the root actor logs and carries on
-            log.error("daemon actor failed on %r (groups %s, shutting down: %s): %s: %s; "
-                      "carrying on", message, {n: str(s) for n, s in self.states.items()},
-                      self.machine.state in (D.HALTING, D.EXITED), type(exc).__name__, exc,
-                      exc_info=exc)
-        return None
+            if isinstance(message, Request):
+                return self.request(message.request, message.reply)
+            try:
+                self._receive(message)
+            except Exception as exc:  # noqa: BLE001 - the root actor logs and carries on
+                log.error("daemon actor failed on %r (groups %s, shutting down: %s): %s: %s; "
+                          "carrying on", message, {n: str(s) for n, s in self.states.items()},
+                          self.machine.state in (D.HALTING, D.EXITED), type(exc).__name__, exc,
+                          exc_info=exc)
+            return None
+        finally:
+            self.board.send()  # the events this message made, to every watch at once
 
     def _receive(self, message: Any) -> None:
         match message:

@@ -73,6 +73,7 @@ class Board:
         self.versions: dict[str, int] = {}  # group -> count of its members' changes (plan's cache)
         self.plans: dict[tuple, tuple] = {}  # plan()'s answers, while nothing they read changed
         self.plans_for: Any = None  # the table those answers are from
+        self._outbox: dict[int, list[bytes]] = {}  # token -> events not yet sent (see send)
 
     # -- reports ---------------------------------------------------------------
 
@@ -116,8 +117,20 @@ class Board:
 
     def _emit(self, group: str, event: dict) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-        for token, (only, reply) in list(self.watchers.items()):
-            if (only is None or only == group) and not reply(line):
+        for token, (only, _) in self.watchers.items():
+            if only is None or only == group:
+                self._outbox.setdefault(token, []).append(line)
+
+    def send(self) -> None:
+        """Send the events of the message just handled: one post a watch.
+        (Posted one by one, each handed the listener thread the GIL, and a
+        follower was sent, and woken for, about one event at a time.)"""
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for token, lines in outbox.items():
+            watcher = self.watchers.get(token)
+            if watcher is not None and not watcher[1].lines(lines):
                 del self.watchers[token]
 
     # -- waiting requests ------------------------------------------------------
