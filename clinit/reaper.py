@@ -31,11 +31,11 @@ orphaned grandchildren are re-parented to it and nobody watches them.  It
 keeps a SIGCHLD route (the signal wakeup pipe, read by the same waiting
 thread, which also carries its SIGTERM, SIGINT and SIGHUP to their
 handlers, see `on_signal`; a burst of exits seen through both pidfds
-and SIGCHLD wakes the Reaper once), and every
-wake begins with a sweep, `waitpid(-1, WNOHANG)` until none is left: it
-reaps every exited child, watched or not (one system call a child; the
-pidfd reports of those it reaped are then skipped).  A watched pid's status goes to its owner (its
-pidfd is then closed; a late readiness report for that fd number is
+and SIGCHLD wakes the Reaper once), and every wake begins with a
+sweep, `waitpid(-1, WNOHANG)` until none is left: it reaps every exited
+child, watched or not (one system call a child; the pidfd reports of
+those it reaped are then skipped).  A watched pid's status goes to its
+owner (its pidfd is then closed; a late readiness report for that fd number is
 checked and found stale: the pid it names now has not exited, or no
 pid is watched through it).  Any other status is held
 (at most HELD_MAX): a child that exits between its spawn and its `watch`
