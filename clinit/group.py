@@ -117,11 +117,11 @@ def dot() -> str:
     return to_dot("group", TABLE, GroupState)
 
 
-def _now_in(info: ProcessChanged, state: ProcessState) -> ProcessChanged:
-    """A member's last report, moved on to `state` by the group itself: the
-    states its process passed through before that report (`path`) were
-    reported with it, and must not be shown again."""
-    return ProcessChanged(info.urn, info.tag, state, info.rc, info.pid, info.started,
+def _now_in(info: ProcessChanged, state: ProcessState, pid: int | None) -> ProcessChanged:
+    """A member's last report, moved on to `state` (with `pid`) by the group
+    itself: the states its process passed through before that report
+    (`path`) were reported with it, and must not be shown again."""
+    return ProcessChanged(info.urn, info.tag, state, info.rc, pid, info.started,
                           info.restarts, info.throttled_until)
 
 
@@ -388,17 +388,15 @@ class Group(Actor):
         self._stopping[urn] = self._token
         self._stopped_count += 1
         if member.info.pid is not None:
-            self._forward(_now_in(member.info, P.STOPPING), member.entry)
+            self._forward(_now_in(member.info, P.STOPPING, member.info.pid), member.entry)
 
     def _forget_member(self, urn: str) -> None:
         member = self._by_urn.pop(urn, None)
         if member is not None:
             if self._members.get(member.entry.tag) is member:
                 del self._members[member.entry.tag]
-            info = member.info  # its last report, as it is now: stopped, no pid
-            self._forward(ProcessChanged(info.urn, info.tag, P.CONFIGURED, info.rc, None,
-                                         info.started, info.restarts, info.throttled_until),
-                          member.entry)
+            # its last report, as it is now: stopped, no pid
+            self._forward(_now_in(member.info, P.CONFIGURED, None), member.entry)
 
     def stop_unwanted(self) -> None:
         wanted = {e.tag: e for e in self._cltab.level(self.name, self._target)}
@@ -482,7 +480,7 @@ class Group(Actor):
             self.machine.fire(f"restore_{restore.state.lower()}")
 
     def _up(self, member: _Member) -> None:
-        member.info = _now_in(member.info, P.SETUP)  # it will leave CONFIGURED; reports follow
+        member.info = _now_in(member.info, P.SETUP, member.info.pid)  # reports follow
         member.ref.tell(Up())
         if member.entry.mode in _BLOCKING_MODES:
             self._blocked = (member.ref.actor_urn, False)

@@ -7,6 +7,7 @@ only passed through (SETUP, RUNFG, TESTING, ...).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -18,7 +19,6 @@ import pytest
 
 from clinit import Entry, Process, ProcessState
 from clinit.fsm import ANY, Machine
-from clinit import process as process_module
 from clinit.process import TABLE, Timings
 from clinit.journal import proc_start
 from clinit.messages import Adopt, ProcessChanged, Stopped
@@ -723,8 +723,7 @@ def test_a_process_actor_has_few_enough_attributes_to_share_its_dicts_keys():
     # names; at 30 each actor carries its own dict, 1.6 KiB more a process
     # (bench/RESULTS.md, memory at N=1000).  Counted from the source, so an
     # attribute set in any method counts, plus pykka's own.
-    source = open(os.path.join(os.path.dirname(process_module.__file__), "process.py")).read()
-    body = source[source.index("class Process(Actor)"):]
+    body = inspect.getsource(Process)
     names = set(re.findall(r"self\.(\w+)(?:\s*:[^=\n]+)?\s*=(?!=)", body))
     made = [Process(entry("true")) for _ in range(3)]  # constructed only: no thread
     names |= set(vars(made[-1]))
