@@ -557,6 +557,7 @@ class Server(socketserver.UnixStreamServer):
         with self._lock:
             if conn.closed or conn.last:
                 return False
+            queued = len(conn.out)
             for line in lines:
                 if last:
                     conn.last = True
@@ -567,6 +568,8 @@ class Server(socketserver.UnixStreamServer):
                     conn.out.append(_dropped(conn.dropped))
                     conn.dropped = 0
                 conn.out.append(line)
+            if len(conn.out) == queued:
+                return True  # every line dropped: nothing new to send
             self._dirty[conn] = None
             wake = not self._wake_pending
             self._wake_pending = True
