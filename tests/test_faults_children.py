@@ -220,8 +220,10 @@ def test_children_that_close_stdout_and_stderr_are_still_supervised(make_daemon,
         return None
 
     wait_for(blocker)
-    # a closed stdout is not an exit: the wait entry still blocks the walk
-    assert d.status("g", "1") == "STARTING" and not marker.exists()
+    # a closed stdout is not an exit: the wait entry still blocks the walk (the
+    # status file is written a moment after the tell; the child may run first)
+    d.wait_state("g", "1", "STARTING")
+    assert not marker.exists()
     [quiet] = wait_for(lambda: sleepers(d))
     fd = os.open(gate, os.O_WRONLY)
     os.write(fd, b"go\n")
