@@ -527,3 +527,36 @@ def test_a_tells_plan_is_kept_only_while_the_group_and_the_table_stay_as_they_we
     changed = parse_cltab("g:a:1:once:sleep 2\ng:b:1:once:sleep 1\n")  # a re-read: a's command
     assert watchers.plan(changed, table, board, "g", "1").endswith(
         "2 entries to start, 1 to stop")
+
+
+def test_event_lines_written_by_hand_are_the_json_of_schema_1():
+    from clinit import watchers
+    from clinit.messages import ProcessChanged
+
+    got = []
+
+    class Reply:  # what the server's Reply does with a watch's lines: sends them
+        def lines(self, lines):
+            got.extend(lines)
+            return True
+
+    board = watchers.Board()
+    board.watchers = {1: (None, Reply())}
+    board.member_changed("g\u00e9", ProcessChanged("urn:a", 'a"\\b', "RUNNING", None, 42,
+                                                   path=("SETUP",)))
+    board.member_changed("g\u00e9", ProcessChanged("urn:a", "a", "PASS", -9, None))
+    board.group_changed("g\u00e9", "run", "DONE", 1, path=(("run", "STARTING"),))
+    board.group_changed("g\u00e9", None, "CONFIGURED", 2)
+    board.send()
+    events = [json.loads(line) for line in got]
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in got)
+    assert all(isinstance(e.pop("time"), float) for e in events)
+    assert events == [
+        {"event": "process", "group": "g\u00e9", "tag": 'a"\\b', "state": "SETUP", "pid": 42, "rc": None},
+        {"event": "process", "group": "g\u00e9", "tag": 'a"\\b', "state": "RUNNING", "pid": 42,
+         "rc": None},
+        {"event": "process", "group": "g\u00e9", "tag": "a", "state": "PASS", "pid": None, "rc": -9},
+        {"event": "group", "group": "g\u00e9", "level": "run", "state": "STARTING"},
+        {"event": "group", "group": "g\u00e9", "level": "run", "state": "DONE"},
+        {"event": "group", "group": "g\u00e9", "level": None, "state": "CONFIGURED"},
+    ]
