@@ -24,8 +24,11 @@ Limits, so that no client, broken or hostile, can hurt the daemon:
   costs a file descriptor, not a thread.  A complete request is handed
   to a ThreadPoolExecutor of at most WORKERS threads, which ask the
   Daemon actor and send the answer: the daemon's thread count stays
-  bounded.  The pool lives while requests are in hand and ends when the
-  last is answered, so an idle daemon keeps no worker thread.
+  bounded.  The pool lives while requests are in hand and ends
+  POOL_LINGER seconds after the last is answered, so an idle daemon
+  keeps no worker thread.  (Ended at once, a burst with lulls made a
+  pool at each, and the threads of the last were still ending while the
+  next started: more than WORKERS at a time.)
 - A request that holds its connection (a `wait`, a `watch`) goes back to
   the select loop once the daemon has taken it: it costs a file
   descriptor and no thread while it waits.  At most `max_held` (setting,
@@ -76,6 +79,7 @@ MAX_CLIENTS = 64  # connections open at once, sending a request or having it ans
 IDLE_TIMEOUT = 5.0  # seconds a client may take, in all, to send its request
 ANSWER_TIMEOUT = 30.0  # seconds the daemon actor may take to answer
 WORKERS = 4  # threads asking the daemon actor and sending answers, at most
+POOL_LINGER = 0.5  # seconds the worker pool outlives the last request in hand
 MAX_HELD = 256  # waiting and watching connections at once
 QUEUE_LINES = 1024  # lines a held connection may have unsent; past that, new ones are dropped
 REQUEST_QUEUE_SIZE = 1024  # listen backlog (the kernel caps it at net.core.somaxconn)
@@ -202,7 +206,7 @@ class Server(socketserver.UnixStreamServer):
     def __init__(self, path: str, dispatch, socket_group: str | None = None,
                  idle_timeout: float = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS,
                  workers: int = WORKERS, max_held: int = MAX_HELD,
-                 queue_lines: int = QUEUE_LINES):
+                 queue_lines: int = QUEUE_LINES, pool_linger: float = POOL_LINGER):
         self.path = path
         self.dispatch = dispatch
         self.on_hangup = None
@@ -211,6 +215,7 @@ class Server(socketserver.UnixStreamServer):
         self.max_held = _fit_fd_limit(max(1, int(max_held)), self.max_clients, "max_held")
         self.queue_lines = max(1, int(queue_lines))
         self.workers = max(1, int(workers))
+        self.pool_linger = max(0.0, float(pool_linger))
         self._uid = os.getuid()
         self._group = socket_group
         self._gid = grp.getgrnam(socket_group).gr_gid if socket_group else None
@@ -225,6 +230,7 @@ class Server(socketserver.UnixStreamServer):
         self._lock = threading.Lock()  # guards all of the above, _busy and _pool
         self._busy = 0  # requests in the pool's hands
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_ends = 0.0  # when the idle pool ends (0: requests are in hand, or no pool)
         self._idle = threading.Condition(self._lock)
         self._tokens = itertools.count(1)
         self._selector: selectors.BaseSelector | None = None
@@ -303,6 +309,9 @@ class Server(socketserver.UnixStreamServer):
         now = time.monotonic()
         reading = self._reading()
         deadlines = [c.deadline for c in reading]
+        with self._lock:
+            if self._pool is not None:  # while busy, look again then
+                deadlines.append(self._pool_ends or now + self.pool_linger)
         if self._listen_paused_until:
             deadlines.append(self._listen_paused_until)
         elif not self._listening and reading:  # full: the oldest may be evicted then
@@ -456,6 +465,7 @@ class Server(socketserver.UnixStreamServer):
         with self._lock:
             conn.phase = _WORKING
             self._busy += 1
+            self._pool_ends = 0.0
             if self._pool is None:
                 # A pool lives while requests are in hand: an idle daemon
                 # keeps no worker thread.
@@ -471,6 +481,12 @@ class Server(socketserver.UnixStreamServer):
         now = time.monotonic()
         if self._listen_paused_until and now >= self._listen_paused_until:
             self._listen_paused_until = 0.0  # _resume_listening takes it from here
+        with self._lock:
+            pool = None
+            if self._pool is not None and not self._busy and now >= self._pool_ends:
+                pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # its threads are idle: they end now
         for conn in self._reading():
             if conn.deadline <= now:
                 self._close(conn, False,
@@ -542,12 +558,12 @@ class Server(socketserver.UnixStreamServer):
             _write_wake(self._wake_w, _ROOM)
 
     def _busy_done(self) -> None:
-        """One request fewer in hand (lock held); the last one ends the pool."""
+        """One request fewer in hand (lock held); after the last one, the
+        pool ends in `pool_linger` seconds unless a request comes (the loop
+        looks at least that often while a pool exists: see _next_timeout)."""
         self._busy -= 1
         if not self._busy:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)  # its threads end once idle
-                self._pool = None
+            self._pool_ends = time.monotonic() + self.pool_linger
             self._idle.notify_all()
 
     # -- held connections: waits and watches -----------------------------------

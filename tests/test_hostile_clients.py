@@ -342,6 +342,36 @@ def test_requests_waiting_on_a_slow_daemon_hold_no_more_than_the_worker_threads(
     wait_for(lambda: workers() == 0)
 
 
+def test_requests_one_after_another_are_served_by_one_worker_thread_which_then_ends(tmp_path):
+    # A lull between requests used to end the pool, and the next request made
+    # a new one while the old threads were still ending.
+    from clinit.server import Server
+
+    threads = []
+
+    def dispatch(request, reply=None):
+        threads.append(threading.current_thread())
+        return True, "pong"
+
+    server = Server(str(tmp_path / "s.sock"), dispatch, pool_linger=0.5)
+    loop = threading.Thread(target=server.serve)
+    loop.start()
+    try:
+        for _ in range(30):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            with sock:
+                sock.connect(server.path)
+                sock.sendall(encode_request("ping"))
+                assert answer_of(sock) == (True, "pong")
+        wait_for(lambda: workers() == 0)  # the idle pool ends on its own
+    finally:
+        server.wake()
+        loop.join()
+        server.server_close()
+    assert len(set(threads)) == 1
+
+
 def workers() -> int:
     """The server's worker threads alive in this process."""
     return sum(t.name.startswith("clinit-client") for t in threading.enumerate())

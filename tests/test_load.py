@@ -156,6 +156,7 @@ def test_ten_thousand_respawns_leave_no_growth_in_memory_threads_or_files(make_d
     d.wait_state("soak", "off", "DONE", timeout=30)
     wait_for(lambda: not d.children())
     wait_for(lambda: figures(d.proc.pid)["fds"] <= start["fds"])  # pidfds close on the next wake
+    wait_for(lambda: figures(d.proc.pid)["threads"] <= start["threads"])  # the pool lingers
     end = figures(d.proc.pid)
     report("soak", {"respawns_measured": done - counted_at_start, "respawns_total": done,
                     "entries": RESPAWNERS, "start": start, "peak": sampler.peak,
