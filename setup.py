@@ -10,7 +10,7 @@ setup(
     packages=["clinit"],
     install_requires=["pykka>=4", "docopt-ng>=0.9"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"],
         "bench": ["supervisor>=4"],
     },
     entry_points={"console_scripts": ["clinit = clinit.cli:main",

@@ -46,6 +46,12 @@ def wait_for(condition, timeout=10.0, interval=0.005, message=None):
         time.sleep(interval)
 
 
+def pytest_collection_modifyitems(items):
+    """The long tests first (marked `slow`): under pytest-xdist each takes a
+    worker at once, and the short ones share the others."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 FAST = {"term_delay": 0.2, "kill_delay": 0.2}  # stop ladder settings that keep tests short
 
 

@@ -342,7 +342,8 @@ def test_requests_waiting_on_a_slow_daemon_hold_no_more_than_the_worker_threads(
     wait_for(lambda: workers() == 0)
 
 
-def test_requests_one_after_another_are_served_by_one_worker_thread_which_then_ends(tmp_path):
+def test_requests_one_after_another_are_served_by_the_same_few_worker_threads_which_then_end(
+        tmp_path):
     # A lull between requests used to end the pool, and the next request made
     # a new one while the old threads were still ending.
     from clinit.server import Server
@@ -369,7 +370,7 @@ def test_requests_one_after_another_are_served_by_one_worker_thread_which_then_e
         server.wake()
         loop.join()
         server.server_close()
-    assert len(set(threads)) == 1
+    assert len(set(threads)) <= WORKERS  # was one new pool, and thread, a request
 
 
 def workers() -> int:

@@ -11,6 +11,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
+
 from conftest import raw_request, wait_for
 from proc_figures import figures
 
@@ -131,6 +133,7 @@ def test_fifty_clients_of_a_hundred_requests_each_are_all_answered_right(make_da
     assert end["rss_kb"] - start["rss_kb"] < 2 * 1024, (start, end)
 
 
+@pytest.mark.slow
 def test_ten_thousand_respawns_leave_no_growth_in_memory_threads_or_files(make_daemon, tmp_path):
     count = tmp_path / "count"
     entries = "".join(f"soak:r{i}:run:respawn:printf . >> {count}; exit 0\n"
