@@ -31,3 +31,42 @@ def test_a_lean_actor_answers_and_its_ref_sees_it_stop():
     assert not ref.is_alive() and ref.actor_stopped.is_set()
     wait_for(lambda: not any(t.name.startswith("Echo-") and t.is_alive()
                              for t in threading.enumerate()))
+
+
+class Lean(Actor):
+    lean_thread = True
+
+    def on_receive(self, message):
+        if message == "name":
+            return threading.current_thread().name  # registers a dummy Thread for this thread
+        return message
+
+
+def test_a_lean_actor_runs_on_a_bare_thread_that_leaves_nothing_in_threading():
+    before = len(threading.enumerate())
+    refs = [Lean.start() for _ in range(20)]
+    assert all(ref.ask(i) == i for i, ref in enumerate(refs))
+    assert len(threading.enumerate()) == before  # bare threads: not threading.Threads
+    assert all(ref.ask("name").startswith("Dummy-") for ref in refs)
+    assert len(threading.enumerate()) == before + 20
+    for ref in refs:
+        ref.stop()
+    wait_for(lambda: len(threading.enumerate()) == before)  # each dropped its dummy as it ended
+
+
+def test_a_lean_actor_gets_the_trace_hook_that_threading_gives_its_threads():
+    seen = []
+
+    def hook(frame, event, arg):
+        if frame.f_code.co_name == "on_receive":
+            seen.append(event)
+        return None
+
+    threading.settrace(hook)
+    try:
+        ref = Lean.start()
+        assert ref.ask("x") == "x"
+        ref.stop()
+    finally:
+        threading.settrace(None)
+    assert "call" in seen  # coverage and profilers see the actor's code
