@@ -182,12 +182,12 @@ def dot() -> str:
 class Process(Actor):
     """One entry's process.  `Process.start(entry, ...)` returns an ActorRef."""
 
-    # Python's threading scans every live non-daemon thread's lock each time
-    # one starts: with thousands of process actors, starting them would grow
-    # with the square of their number.  As daemon threads they do not hold
-    # up the interpreter's exit; `_stop_left_at_exit` stops them instead.
-    use_daemon_thread = True
-    lean_thread = True  # a bare thread: 70 us of CPU less an actor (clinit/actor.py)
+    # A bare thread (clinit/actor.py): a threading.Thread costs 70 us of CPU
+    # more an actor, and as a non-daemon one, starting thousands would grow
+    # with the square of their number (threading scans every live one's
+    # lock).  Like a daemon thread it does not hold up the interpreter's
+    # exit; `_stop_left_at_exit` stops the actors instead.
+    lean_thread = True
 
     # Rare: set only when a leader left processes behind, or was adopted.
     # As class defaults they cost a process actor nothing until then: its
