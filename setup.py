@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["clinit"],
-    install_requires=["pykka>=4", "docopt-ng>=0.9"],
+    install_requires=["pykka>=4,<5", "docopt-ng>=0.9"],  # actor.py overrides two of pykka 4's hooks
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"],
         "bench": ["supervisor>=4"],
