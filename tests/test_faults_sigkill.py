@@ -47,8 +47,7 @@ def sigkilled(make_daemon):
         sessions = {pid: int(stat_fields(pid)[3]) for pid in leaders if stat_fields(pid)}
         if len(leaders) != 2 or any(sid != pid for pid, sid in sessions.items()):
             return None
-        family = [int(name) for name in os.listdir("/proc") if name.isdigit()
-                  and stat_fields(int(name)) and int(stat_fields(int(name))[3]) in sessions]
+        family = sessions_of(sessions)
         return (leaders, sessions, family) if len(family) == 3 else None
 
     # two leaders, each in a session of its own, and b's background sleep
@@ -125,8 +124,12 @@ def leaders() -> dict[str, int]:
 def sessions_of(pids) -> list[int]:
     """Every live process in the sessions led by `pids`."""
     wanted = set(pids)
-    return [int(n) for n in os.listdir("/proc") if n.isdigit() and stat_fields(int(n))
-            and int(stat_fields(int(n))[3]) in wanted and stat_fields(int(n))[0] != b"Z"]
+    found = []
+    for name in os.listdir("/proc"):
+        fields = stat_fields(int(name)) if name.isdigit() else None  # read once: it may go
+        if fields is not None and int(fields[3]) in wanted and fields[0] != b"Z":
+            found.append(int(name))
+    return found
 
 
 def adopting(make_daemon, tmp_path, table=ADOPT):
