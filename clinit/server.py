@@ -467,8 +467,8 @@ class Server(socketserver.UnixStreamServer):
             self._busy += 1
             self._pool_ends = 0.0
             if self._pool is None:
-                # A pool lives while requests are in hand: an idle daemon
-                # keeps no worker thread.
+                # A pool lives while requests come (until POOL_LINGER
+                # past the last): an idle daemon keeps no worker thread.
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clinit-client")
             pool = self._pool
         try:

@@ -32,7 +32,7 @@ _GOOD = frozenset({"DONE", "PASSED"})
 
 def _q(value) -> bytes:
     """A JSON string (or null), as bytes: events are written by hand, at a
-    fifth of json.dumps's cost, because a watched daemon makes one for every
+    third of json.dumps's cost, because a watched daemon makes one for every
     transition of every process (tests/test_operators.py parses them back)."""
     return b"null" if value is None else encode_basestring_ascii(value).encode()
 
