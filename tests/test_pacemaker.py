@@ -10,8 +10,8 @@ planned moves (SIGINT on the old node), failover after node1 is killed
 They need root (namespaces, mounts) and the Debian packages pacemaker,
 corosync and resource-agents; they are skipped, with the reason, without
 them.  Each script tears down by pid and by the names it created, and fails
-when anything is left.  They run one after the other, on one pytest-xdist worker (the
-machine is small).
+when anything is left.  They run one after the other, on one pytest-xdist
+worker (the machine is small).
 """
 
 from __future__ import annotations
