@@ -211,6 +211,11 @@ class Inbox:
             return list(self.got)
 
 
+def client_workers() -> int:
+    """The socket server's worker threads alive in this process."""
+    return sum(t.name.startswith("clinit-client") for t in threading.enumerate())
+
+
 def processes_with_token(token: str) -> list[int]:
     """Live (non-zombie) pids whose environment carries the token, except ours."""
     me = os.getpid()

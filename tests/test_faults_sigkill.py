@@ -18,7 +18,7 @@ import random
 import signal
 import stat
 
-from conftest import FAST, alive, cmdline, environ, gone, stat_fields, wait_for
+from conftest import FAST, alive, cmdline, environ, gone, proc_table, stat_fields, wait_for
 
 TABLE = """
     g:a:1:respawn:exec sleep 1000
@@ -124,12 +124,8 @@ def leaders() -> dict[str, int]:
 def sessions_of(pids) -> list[int]:
     """Every live process in the sessions led by `pids`."""
     wanted = set(pids)
-    found = []
-    for name in os.listdir("/proc"):
-        fields = stat_fields(int(name)) if name.isdigit() else None  # read once: it may go
-        if fields is not None and int(fields[3]) in wanted and fields[0] != b"Z":
-            found.append(int(name))
-    return found
+    return [pid for pid, (state, _, _, sid) in proc_table().items()
+            if sid in wanted and state != b"Z"]
 
 
 def adopting(make_daemon, tmp_path, table=ADOPT):

@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, WEB as CLTAB, wait_for, web_running
+from conftest import ROOT, WEB as CLTAB, client_workers, wait_for, web_running
 from proc_figures import figures
 
 from clinit.protocol import MAX_REQUEST, encode_request
@@ -328,7 +328,7 @@ def test_requests_waiting_on_a_slow_daemon_hold_no_more_than_the_worker_threads(
         for t in clients:
             t.start()
         wait_for(lambda: inside[0] == WORKERS)
-        assert workers() == WORKERS
+        assert client_workers() == WORKERS
         let_go.set()
         for t in clients:
             t.join()
@@ -339,7 +339,7 @@ def test_requests_waiting_on_a_slow_daemon_hold_no_more_than_the_worker_threads(
         server.server_close()
     assert replies == [(True, "pong")] * 40
     assert most[0] == WORKERS
-    wait_for(lambda: workers() == 0)
+    wait_for(lambda: client_workers() == 0)
 
 
 def test_requests_one_after_another_are_served_by_the_same_few_worker_threads_which_then_end(
@@ -365,14 +365,9 @@ def test_requests_one_after_another_are_served_by_the_same_few_worker_threads_wh
                 sock.connect(server.path)
                 sock.sendall(encode_request("ping"))
                 assert answer_of(sock) == (True, "pong")
-        wait_for(lambda: workers() == 0)  # the idle pool ends on its own
+        wait_for(lambda: client_workers() == 0)  # the idle pool ends on its own
     finally:
         server.wake()
         loop.join()
         server.server_close()
     assert len(set(threads)) <= WORKERS  # was one new pool, and thread, a request
-
-
-def workers() -> int:
-    """The server's worker threads alive in this process."""
-    return sum(t.name.startswith("clinit-client") for t in threading.enumerate())

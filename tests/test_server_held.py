@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import wait_for
+from conftest import client_workers, wait_for
 from clinit.protocol import encode_request
 from clinit.server import Server
 
@@ -59,14 +59,10 @@ def lines_of(sock, count):
     return [json.loads(line) for line in buf.splitlines()]
 
 
-def workers() -> int:
-    return sum(t.name.startswith("clinit-client") for t in threading.enumerate())
-
-
 def test_a_watch_gets_lines_handed_over_later_and_holds_no_thread(held):
     sock = held.connect()
     wait_for(lambda: held.server.held() == 1)
-    wait_for(lambda: workers() == 0)
+    wait_for(lambda: client_workers() == 0)
     reply = held.replies[0]
     assert reply({"ok": True, "answer": "watching"})
     assert reply({"event": "group", "n": 1})
