@@ -264,9 +264,8 @@ class Reaper(Actor):
             self._send_exits()
 
     def _send_exits(self) -> None:
-        # A wake's exits are collected first and sent together: each system
-        # call of the collecting gives up the GIL, and an owner already told
-        # would take it at every one (a stop of 200 cost twice the CPU).
+        """Send the exits this message collected (why after the last: "Sending"
+        in the module's text)."""
         exits, self._exits = self._exits, []
         for pid, status, owner in exits:
             _forward(pid, status, owner)
